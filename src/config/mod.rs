@@ -1,10 +1,182 @@
-//! Configuration: `layers.yaml`, environment overlays, agent manifests, validation.
+//! Configuration: `layers.yaml`, environment overlays, validation into domain types.
 //!
-//! Loading happens in passes: YAML is read into a location-carrying tree, environment
-//! overlays are deep-merged onto it, the merged tree is deserialized into raw serde
-//! structs (unknown keys rejected), and the raw structs are validated into the domain
-//! types of [`model`]. Every error carries the file, line and column it is about.
+//! Loading happens in passes ([`load`]):
+//!
+//! 1. [`node`]: the layers file is parsed into a location-carrying tree (every node knows
+//!    its file, line and column); YAML syntax errors stop here.
+//! 2. [`env`]: the environment overlay `config/environments/<env>.yaml` is deep-merged
+//!    onto the tree, then each layer's `environment_overrides` entry for the active
+//!    environment.
+//! 3. [`de`] + [`raw`]: the merged tree is deserialized into raw serde structs; unknown
+//!    keys and values are rejected with a "did you mean" suggestion.
+//! 4. [`validate`] (with [`graph`]): cross references, dependency cycles and value
+//!    ranges are checked and the domain types of [`model`] are built.
+//!
+//! Every problem becomes a [`Diagnostic`] with file, line and column; [`ConfigError`]
+//! carries them all and renders them rustc style ([`error`]).
 
+mod de;
+mod env;
+mod error;
+mod graph;
 pub mod model;
+mod node;
+mod raw;
+mod validate;
 
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use env::{DEFAULT_ENVIRONMENT, canonical_environment, environments_dir, environments_in};
+pub use error::{ConfigError, Diagnostic, suggest};
 pub use model::*;
+
+use node::{Node, Sources, Value};
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The layers file (`--config`, default `layers.yaml`).
+    pub path: PathBuf,
+    /// The environment (`--env`); `None` means `test`, whose file is optional.
+    pub environment: Option<String>,
+}
+
+impl LoadOptions {
+    /// Options for `path` in the default environment.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            environment: None,
+        }
+    }
+}
+
+/// Loads, merges and validates the configuration. Nothing should run when this fails:
+/// print the error (its `Display` is a complete diagnostic) and exit with status 2.
+pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
+    let path = opts.path.as_path();
+    let text = read(path, "configuration file", true)?;
+    let mut sources = Sources::default();
+    let mut tree = top_level(
+        node::parse(&mut sources, path, text)?,
+        &sources,
+        "layers file",
+    )?;
+
+    // Where overlays live, as the user would write it (relative paths stay relative).
+    let root_display = path.parent().unwrap_or(Path::new(""));
+    let root_fs = if root_display.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        root_display
+    };
+    let available = environments_in(root_fs);
+    let selected = env::select(root_display, opts.environment.as_deref(), &available)?;
+    let mut overlays = Vec::new();
+    if let Some(file) = &selected.file {
+        let text = read(file, "environment file", false)?;
+        let overlay = top_level(
+            node::parse(&mut sources, file, text)?,
+            &sources,
+            "environment file",
+        )?;
+        node::merge(&mut tree, overlay);
+        overlays.push(absolute(file));
+    }
+
+    drop_extension_keys(&mut tree);
+    let (mut diags, variants) =
+        env::apply_overrides(&mut tree, &selected.name, &available, &sources);
+    let raw = de::from_node::<raw::RawConfig>(&tree, &sources);
+    let mut raw_variants = Vec::new();
+    for variant in variants {
+        match de::from_node_at::<raw::RawLayer>(&variant.layer, &variant.path, &sources) {
+            Ok(layer) => raw_variants.push(layer),
+            Err(d) => diags.extend(d),
+        }
+    }
+    let raw = match raw {
+        Ok(raw) if diags.is_empty() => raw,
+        Ok(_) => return Err(finish(diags, &sources)),
+        Err(d) => {
+            diags.extend(d);
+            return Err(finish(diags, &sources));
+        }
+    };
+    let source = absolute(path);
+    let meta = validate::Meta {
+        root: source
+            .parent()
+            .map_or_else(|| absolute(Path::new(".")), Path::to_path_buf),
+        source,
+        environment: selected.name,
+        overlays,
+        environments_available: available,
+    };
+    validate::validate(raw, raw_variants, meta, &sources).map_err(|d| finish(d, &sources))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn read(path: &Path, what: &str, is_main: bool) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let d = if e.kind() == std::io::ErrorKind::NotFound {
+            Diagnostic::in_file(path, format!("{what} not found: `{}`", path.display()))
+        } else {
+            Diagnostic::in_file(
+                path,
+                format!("cannot read {what} `{}`: {e}", path.display()),
+            )
+        };
+        let d = if is_main {
+            d.with_help("pass the layers file with `--config PATH`")
+        } else {
+            d
+        };
+        ConfigError::single(d)
+    })
+}
+
+/// Top-level keys starting with `x-` are ignored: a place for YAML anchors shared by
+/// several entries (`x-python: &py {timeout_seconds: 60}` then `<<: *py`).
+fn drop_extension_keys(tree: &mut Node) {
+    if let Value::Map(entries) = &mut tree.value {
+        entries.retain(|(k, _)| !k.as_str().is_some_and(|k| k.starts_with("x-")));
+    }
+}
+
+/// An empty document is an empty mapping; anything but a mapping is an error.
+fn top_level(tree: Node, sources: &Sources, what: &str) -> Result<Node, ConfigError> {
+    match tree.value {
+        Value::Map(_) => Ok(tree),
+        Value::Null => Ok(Node {
+            loc: tree.loc,
+            value: Value::Map(Vec::new()),
+        }),
+        _ => Err(ConfigError::single(sources.diag(
+            tree.loc,
+            format!(
+                "invalid {what}: expected a mapping at the top level, found {}",
+                tree.kind()
+            ),
+        ))),
+    }
+}
+
+/// Orders diagnostics by file (in reading order), line and column; keeps one per place.
+fn finish(mut diags: Vec<Diagnostic>, sources: &Sources) -> ConfigError {
+    let order = |d: &Diagnostic| {
+        let file = (0..sources.len() as u32)
+            .position(|i| sources.path(i) == d.file)
+            .unwrap_or(usize::MAX);
+        (file, d.line.unwrap_or(0), d.column.unwrap_or(0))
+    };
+    diags.sort_by_key(order);
+    diags.dedup_by(|a, b| a.file == b.file && a.line == b.line && a.column == b.column);
+    ConfigError::new(diags)
+}

@@ -1,0 +1,211 @@
+//! The five agents the master controller supervises, and what they share: health.
+//!
+//! - [`test_orchestrator`]: plans the run; owns fail-fast and success criteria.
+//! - [`layer_executor`]: runs a layer's units with modes, limits, retries, timeouts.
+//! - [`background_e2e`]: runs background layers alongside the foreground.
+//! - [`progress_streamer`]: console and JSON-lines output from the event stream.
+//! - [`resource_manager`]: slots and memory budgets; admits every unit.
+//!
+//! Every agent is a long-lived task behind a handle, with a [`Health`] record that
+//! it heartbeats; the controller watches heartbeats and reports changes as
+//! `agent_health` events.
+
+pub mod background_e2e;
+pub mod layer_executor;
+pub mod progress_streamer;
+pub mod resource_manager;
+pub mod test_orchestrator;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::HealthStatus;
+
+/// Agent names, as they appear in events.
+pub mod names {
+    /// The controller itself.
+    pub const CONTROLLER: &str = "master_controller";
+    /// TestOrchestratorAgent.
+    pub const ORCHESTRATOR: &str = "test_orchestrator";
+    /// LayerExecutorAgent.
+    pub const EXECUTOR: &str = "layer_executor";
+    /// BackgroundE2EAgent.
+    pub const BACKGROUND: &str = "background_e2e";
+    /// ProgressStreamerAgent.
+    pub const STREAMER: &str = "progress_streamer";
+    /// ResourceManagerAgent.
+    pub const RESOURCES: &str = "resource_manager";
+    /// All five, in start order.
+    pub const ALL: [&str; 5] = [RESOURCES, STREAMER, ORCHESTRATOR, EXECUTOR, BACKGROUND];
+}
+
+/// A point-in-time health report.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    /// Agent name.
+    pub name: String,
+    /// Status.
+    pub status: HealthStatus,
+    /// Seconds since the last heartbeat.
+    pub last_heartbeat_secs: f64,
+    /// Errors so far.
+    pub error_count: u64,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct HealthInner {
+    status: HealthStatus,
+    last_heartbeat: Instant,
+    error_count: u64,
+    last_error: Option<String>,
+}
+
+/// An agent's health record, written by the agent, read by the controller.
+#[derive(Debug)]
+pub struct Health {
+    name: &'static str,
+    inner: Mutex<HealthInner>,
+}
+
+impl Health {
+    /// A new record in state `initialized`.
+    pub fn new(name: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            inner: Mutex::new(HealthInner {
+                status: HealthStatus::Initialized,
+                last_heartbeat: Instant::now(),
+                error_count: 0,
+                last_error: None,
+            }),
+        })
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The agent is alive. A stale agent that heartbeats again is healthy.
+    pub fn heartbeat(&self) {
+        let mut h = self.inner.lock().expect("health lock");
+        h.last_heartbeat = Instant::now();
+        if matches!(h.status, HealthStatus::Initialized | HealthStatus::Stale) {
+            h.status = HealthStatus::Healthy;
+        }
+    }
+
+    /// Running with reduced function.
+    pub fn degrade(&self, why: impl Into<String>) {
+        let mut h = self.inner.lock().expect("health lock");
+        h.status = HealthStatus::Degraded;
+        h.error_count += 1;
+        h.last_error = Some(why.into());
+    }
+
+    /// Record an error without changing the status.
+    pub fn error(&self, why: impl Into<String>) {
+        let mut h = self.inner.lock().expect("health lock");
+        h.error_count += 1;
+        h.last_error = Some(why.into());
+    }
+
+    /// Set the status.
+    pub fn set(&self, status: HealthStatus) {
+        self.inner.lock().expect("health lock").status = status;
+    }
+
+    /// Mark stale when no heartbeat came for `after`; returns the current report.
+    pub fn check(&self, after: Duration) -> HealthReport {
+        let mut h = self.inner.lock().expect("health lock");
+        let age = h.last_heartbeat.elapsed();
+        if age > after && matches!(h.status, HealthStatus::Healthy) {
+            h.status = HealthStatus::Stale;
+        }
+        HealthReport {
+            name: self.name.to_string(),
+            status: h.status,
+            last_heartbeat_secs: age.as_secs_f64(),
+            error_count: h.error_count,
+            last_error: h.last_error.clone(),
+        }
+    }
+}
+
+/// A running agent: its health, its stop signal and its task.
+pub struct AgentHandle {
+    /// Health record.
+    pub health: Arc<Health>,
+    /// Cancelled to ask the agent to stop.
+    pub shutdown: CancellationToken,
+    /// The agent's task.
+    pub task: JoinHandle<()>,
+}
+
+impl AgentHandle {
+    /// Ask the agent to stop and wait for it (bounded); a task that does not stop is aborted.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+            self.health.error("did not stop within 5s; aborted");
+        }
+        self.health.set(HealthStatus::Stopped);
+    }
+}
+
+/// Spawn the heartbeat loop every agent runs beside its work: it beats every
+/// `every` until `shutdown`, proving the agent's task is scheduled.
+pub fn spawn_heartbeat(
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+    every: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => health.heartbeat(),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_stale_and_recovery() {
+        let h = Health::new("x");
+        assert_eq!(
+            h.check(Duration::from_secs(60)).status,
+            HealthStatus::Initialized
+        );
+        h.heartbeat();
+        assert_eq!(
+            h.check(Duration::from_secs(60)).status,
+            HealthStatus::Healthy
+        );
+        assert_eq!(h.check(Duration::ZERO).status, HealthStatus::Stale);
+        h.heartbeat();
+        assert_eq!(
+            h.check(Duration::from_secs(60)).status,
+            HealthStatus::Healthy
+        );
+        h.degrade("no sampling");
+        let r = h.check(Duration::ZERO);
+        assert_eq!((r.status, r.error_count), (HealthStatus::Degraded, 1));
+    }
+}

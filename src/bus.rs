@@ -1,0 +1,149 @@
+//! The event bus: the one place events are sequenced, folded and fanned out.
+//!
+//! `emit` stamps the envelope (`seq` without gaps, timestamp, run id, thread id),
+//! folds the event into the bus's [`RunState`] and hands an `Arc<Event>` to every
+//! subscriber, all under one lock, so every subscriber sees the same order and a
+//! snapshot taken with [`EventBus::subscribe_with_snapshot`] is exactly the state
+//! before the first event that subscriber receives. Subscribers get unbounded
+//! channels: they are the runner's own sinks (console, JSON lines, reports), which
+//! keep up; the WebSocket hub bounds its own per-client queues.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::event::{Event, EventKind, PROTOCOL_VERSION, RunState};
+
+/// A receiver of every event from the moment it subscribed.
+pub type Subscription = mpsc::UnboundedReceiver<Arc<Event>>;
+
+struct Inner {
+    seq: u64,
+    state: RunState,
+    subscribers: Vec<mpsc::UnboundedSender<Arc<Event>>>,
+    closed: bool,
+}
+
+/// Sequencer, fold and fan-out of a run's events. Cheap to clone.
+#[derive(Clone)]
+pub struct EventBus {
+    run_id: Arc<str>,
+    thread_id: Option<Arc<str>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl EventBus {
+    /// A bus for run `run_id`.
+    pub fn new(run_id: &str, thread_id: Option<&str>) -> Self {
+        Self {
+            run_id: run_id.into(),
+            thread_id: thread_id.map(Into::into),
+            inner: Arc::new(Mutex::new(Inner {
+                seq: 0,
+                state: RunState::default(),
+                subscribers: Vec::new(),
+                closed: false,
+            })),
+        }
+    }
+
+    /// The run id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Receive every event emitted from now on.
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribe_with_snapshot().1
+    }
+
+    /// The current state and a receiver of every later event, atomically.
+    pub fn subscribe_with_snapshot(&self) -> (RunState, Subscription) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.inner.lock().expect("bus lock");
+        if !inner.closed {
+            inner.subscribers.push(tx);
+        }
+        (inner.state.clone(), rx)
+    }
+
+    /// Stamp, fold and publish an event; returns its `seq`.
+    pub fn emit(&self, agent: &str, kind: EventKind) -> u64 {
+        let mut inner = self.inner.lock().expect("bus lock");
+        if inner.closed {
+            return inner.seq;
+        }
+        inner.seq += 1;
+        let event = Arc::new(Event {
+            v: PROTOCOL_VERSION,
+            seq: inner.seq,
+            ts: now_rfc3339(),
+            run_id: self.run_id.to_string(),
+            thread_id: self.thread_id.as_deref().map(str::to_string),
+            agent: agent.to_string(),
+            kind,
+        });
+        inner.state.apply(&event);
+        inner
+            .subscribers
+            .retain(|tx| tx.send(Arc::clone(&event)).is_ok());
+        inner.seq
+    }
+
+    /// Read the current state without cloning it.
+    pub fn with_state<R>(&self, f: impl FnOnce(&RunState) -> R) -> R {
+        f(&self.inner.lock().expect("bus lock").state)
+    }
+
+    /// A copy of the current state.
+    pub fn snapshot(&self) -> RunState {
+        self.with_state(Clone::clone)
+    }
+
+    /// No more events: subscribers' channels end once drained.
+    pub fn close(&self) {
+        let mut inner = self.inner.lock().expect("bus lock");
+        inner.closed = true;
+        inner.subscribers.clear();
+    }
+}
+
+/// Now, as RFC 3339 with millisecond precision in UTC.
+pub fn now_rfc3339() -> String {
+    let ts = jiff::Timestamp::now();
+    format!("{:.3}", ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_has_no_gaps_and_snapshot_precedes_stream() {
+        let bus = EventBus::new("r", Some("t1"));
+        bus.emit("a", EventKind::ResourceResumed);
+        let (snap, mut rx) = bus.subscribe_with_snapshot();
+        assert_eq!(snap.seq, 1);
+        bus.emit("a", EventKind::ResourceResumed);
+        bus.emit("a", EventKind::ResourceResumed);
+        bus.close();
+        let mut seqs = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            assert_eq!(e.thread_id.as_deref(), Some("t1"));
+            seqs.push(e.seq);
+        }
+        assert_eq!(seqs, vec![2, 3]);
+        assert_eq!(
+            bus.emit("a", EventKind::ResourceResumed),
+            3,
+            "closed bus drops"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let ts = now_rfc3339();
+        assert!(ts.parse::<jiff::Timestamp>().is_ok(), "{ts}");
+        assert!(ts.ends_with('Z'));
+    }
+}

@@ -1,0 +1,47 @@
+//! Discovery: turning a category into its units.
+//!
+//! - [`commands`]: `command:` categories, one unit or one per matching file.
+
+pub mod commands;
+
+use std::path::PathBuf;
+
+/// How a unit is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitSpec {
+    /// A shell command line, run with `/bin/sh -c`.
+    Shell(String),
+    /// A binary with its arguments (Rust test binaries).
+    Program {
+        /// Executable.
+        path: PathBuf,
+        /// Arguments.
+        args: Vec<String>,
+    },
+}
+
+/// One schedulable process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// Stable id: `layer/category/name`.
+    pub id: String,
+    /// Layer name.
+    pub layer: String,
+    /// Category name.
+    pub category: String,
+    /// Name within the category.
+    pub name: String,
+    /// What to start.
+    pub spec: UnitSpec,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Extra environment (on top of the category's).
+    pub env: Vec<(String, String)>,
+}
+
+impl Unit {
+    /// The stable id of unit `name` of `category` in `layer`.
+    pub fn make_id(layer: &str, category: &str, name: &str) -> String {
+        format!("{layer}/{category}/{name}")
+    }
+}

@@ -1,0 +1,264 @@
+//! Running one unit as a real child process, safely.
+//!
+//! This module owns everything between "run this command" and "here is how it ended":
+//! the process group, the environment marker, timeouts and stops, killing the whole tree
+//! (escapees included), bounded output capture, leak detection and reaping.
+//!
+//! # Layout
+//!
+//! - [`run_unit`] (here): the life of one unit, start to finish.
+//! - `spec`: what to run ([`UnitCommand`]) and its limits ([`ExecLimits`]).
+//! - `stop`: stopping a unit from outside ([`StopHandle`], [`StopReason`]).
+//! - `outcome`: what came out ([`ExecResult`], [`Termination`], [`LeakedProcess`]).
+//! - `capture`: the bounded head + tail capture and the capped log ([`CapturedOutput`]).
+//! - `procfs`: which processes belong to a unit ([`unit_processes`]), their memory
+//!   ([`tree_rss_bytes`]).
+//! - `reaper`: the runner as a child subreaper ([`become_subreaper`],
+//!   [`reap_adopted_orphans`]) without stealing anyone's exit status.
+//! - `unix`: every OS call: spawning, signals, the SIGTERM → grace → SIGKILL sequence
+//!   ([`kill_unit_tree`]), with the races it handles explained.
+//!
+//! # The life of a unit
+//!
+//! 1. The child is spawned in its own process group (its pid is the group id), stdin
+//!    from `/dev/null`, stdout and stderr piped, `RUNNER_UNIT_TOKEN=<token>` in its
+//!    environment. A task drains both pipes into one bounded capture and the log.
+//! 2. The runner waits for the first of: the main process exits, the timeout, a stop.
+//!    The main process is *not reaped* yet, so its group id stays reserved.
+//! 3. On timeout or stop: SIGTERM to the group and to every escapee, the grace period
+//!    (skipped by [`StopHandle::kill_now`]), then SIGKILL until nothing is left.
+//!    On a normal exit: anything of the unit still alive is a leak: it is reported in
+//!    [`ExecResult::leaked`] and killed the same way with a short grace.
+//! 4. The main process is reaped, adopted orphans too, and the output is collected;
+//!    if a pipe is still held open by something we could not kill, reading stops
+//!    after a short bound instead of waiting for end-of-file forever.
+//!
+//! Dropping the future returned by [`run_unit`] kills the unit with SIGKILL at once, so
+//! an aborted executor task leaves no process behind.
+
+mod capture;
+mod outcome;
+mod procfs;
+mod reaper;
+mod spec;
+mod stop;
+mod unix;
+
+use std::io;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use capture::CapturedOutput;
+pub use nix::sys::signal::Signal;
+pub use outcome::{ExecResult, LeakedProcess, Termination, signal_name};
+pub use procfs::{tree_rss_bytes, unit_processes};
+pub use reaper::{become_subreaper, reap_adopted_orphans, reap_orphans_until};
+pub use spec::{ExecLimits, UnitCommand};
+pub use stop::{StopHandle, StopReason};
+pub use unix::kill_unit_tree;
+
+/// The environment variable that marks every process of a unit.
+pub const TOKEN_ENV: &str = "RUNNER_UNIT_TOKEN";
+
+/// Grace period for processes a unit leaked after its main process exited normally
+/// (shorter than [`ExecLimits::kill_grace`] if that is shorter).
+pub const LEAK_GRACE: Duration = Duration::from_millis(500);
+
+/// How long output is still read after the unit is over. Normally the pipes reach
+/// end-of-file at once; this bound only matters when a process we could not find or
+/// kill still holds them open.
+pub const OUTPUT_DRAIN_BOUND: Duration = Duration::from_secs(2);
+
+/// Runs one unit to completion and returns how it ended, what it printed, and what it
+/// leaked.
+///
+/// `on_spawn` is called once with the main process's pid (which is also the unit's
+/// process group id) as soon as it is running: the resource manager uses it to sample
+/// the unit's tree.
+///
+/// Errors are infrastructure failures: an invalid [`UnitCommand`], a log file that
+/// cannot be created, a spawn failure (missing program or `cwd`). A unit that fails,
+/// crashes, times out or is stopped is an `Ok` with the matching [`Termination`].
+///
+/// Cancel-safe: dropping the future kills the unit's whole tree with SIGKILL.
+pub async fn run_unit(
+    cmd: &UnitCommand,
+    limits: &ExecLimits,
+    stop: &StopHandle,
+    on_spawn: impl FnOnce(u32),
+) -> io::Result<ExecResult> {
+    cmd.validate()?;
+    let token = cmd.unit_token.as_str();
+    let log = capture::LogFile::create(&cmd.log_path, limits.log_max_bytes).await?;
+    let mut command = unix::build_command(cmd)?;
+    let (mut child, pid) = reaper::spawn_registered(token, || {
+        let child = command.spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
+        Ok((child, pid))
+    })
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot start `{}` in {}: {e}",
+                cmd.describe(),
+                cmd.cwd.display()
+            ),
+        )
+    })?;
+    let started = Instant::now();
+    // Declared after `child`, so dropped before it: the tree dies before tokio's handle.
+    let mut guard = UnitGuard {
+        pgid: pid,
+        token: token.to_string(),
+        armed: true,
+    };
+
+    let cancel_reader = CancellationToken::new();
+    let _cancel_reader_on_drop = cancel_reader.clone().drop_guard();
+    let mut reader = tokio::spawn(capture::pump(
+        child.stdout.take(),
+        child.stderr.take(),
+        capture::Capture::new(limits.head_bytes, limits.tail_bytes),
+        log,
+        cancel_reader.clone(),
+    ));
+    on_spawn(pid);
+
+    let ended = tokio::select! {
+        // A unit that finished is not reported as timed out or stopped.
+        biased;
+        exited = unix::wait_exited_unreaped(pid) => {
+            exited?;
+            Ended::Exited
+        }
+        reason = stop.stopped() => Ended::Stopped(reason),
+        () = sleep_until(limits.timeout.map(|t| started + t)) => Ended::TimedOut,
+    };
+
+    let mut leaked = Vec::new();
+    let (forced, duration) = match ended {
+        Ended::Exited => {
+            let duration = started.elapsed();
+            // The leader is an unreaped zombie: the group id is still ours to signal.
+            let left = leftovers(pid, token).await;
+            if !left.is_empty() {
+                tracing::debug!(
+                    pid,
+                    count = left.len(),
+                    "unit leaked processes; killing them"
+                );
+                leaked = left;
+                let grace = limits.kill_grace.min(LEAK_GRACE);
+                unix::terminate(pid, token, grace, stop.kill_now_requested()).await;
+            }
+            (None, duration)
+        }
+        Ended::TimedOut => {
+            unix::terminate(pid, token, limits.kill_grace, stop.kill_now_requested()).await;
+            (Some(Termination::TimedOut), started.elapsed())
+        }
+        Ended::Stopped(reason) => {
+            unix::terminate(pid, token, limits.kill_grace, stop.kill_now_requested()).await;
+            (Some(Termination::Stopped(reason)), started.elapsed())
+        }
+    };
+
+    // No signal goes to the group after this point: the leader may be reaped.
+    let termination = match forced {
+        None => Termination::from_status(child.wait().await?),
+        Some(forced) => {
+            // Normally instant; a leader stuck in uninterruptible sleep must not hang the
+            // run: after a bound it is left to tokio's orphan queue (or our reaper).
+            if tokio::time::timeout(unix::KILL_PERSIST, child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    pid,
+                    "unit leader did not die after SIGKILL; not waiting for it"
+                );
+            }
+            forced
+        }
+    };
+    reaper::leader_reaped(pid);
+    guard.armed = false;
+    let _ = tokio::task::spawn_blocking(reaper::reap_adopted_orphans).await;
+
+    let output = match tokio::time::timeout(OUTPUT_DRAIN_BOUND, &mut reader).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            tracing::debug!(
+                pid,
+                "unit output still open after the unit ended; not waiting for it"
+            );
+            cancel_reader.cancel();
+            reader.await
+        }
+    }
+    .map_err(io::Error::other)?;
+
+    Ok(ExecResult {
+        termination,
+        duration,
+        output,
+        pid,
+        leaked,
+    })
+}
+
+/// What ended the wait for the main process.
+enum Ended {
+    Exited,
+    TimedOut,
+    Stopped(StopReason),
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Live processes of the unit, with their command lines (read before they are killed).
+async fn leftovers(pgid: u32, token: &str) -> Vec<LeakedProcess> {
+    let token = token.to_string();
+    tokio::task::spawn_blocking(move || {
+        procfs::unit_members(pgid, &token)
+            .into_iter()
+            .map(|p| LeakedProcess {
+                pid: p.pid,
+                cmdline: procfs::cmdline(p.pid),
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Kills the unit if `run_unit` is dropped (or fails) before it finished with it, and
+/// tells the reaper the unit is done in every case.
+struct UnitGuard {
+    pgid: u32,
+    token: String,
+    /// True while the unit may still have processes that `run_unit` would kill.
+    armed: bool,
+}
+
+impl Drop for UnitGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            unix::kill_tree_blocking(self.pgid, &self.token);
+            // tokio's orphan queue (or our reaper, by group) reaps the leader.
+            reaper::leader_reaped(self.pgid);
+        }
+        reaper::unit_finished(self.pgid);
+    }
+}

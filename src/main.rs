@@ -1,0 +1,32 @@
+//! `runner`: parse the command line, run, exit with the outcome's code.
+
+use clap::Parser;
+use layered_runner::{cli::Cli, controller, exit_code};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit_code::USAGE
+            } else {
+                exit_code::PASSED
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runner: cannot start the async runtime: {e}");
+            std::process::exit(exit_code::INFRASTRUCTURE);
+        }
+    };
+    let code = runtime.block_on(controller::run(cli));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(code);
+}

@@ -1,0 +1,362 @@
+//! Informational views: `--show-layers` and `--orchestration-status`.
+//!
+//! `--show-layers` prints what a run would do without running it: layers in run
+//! order with their categories, modes, dependencies, services and unit counts.
+//! `--orchestration-status` starts the agents in-process to check they come up,
+//! and reports them with the configuration found, the environments, the system's
+//! CPU and memory, runs in progress and the last finished run from `.runner/`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::agents::resource_manager::{self, ResourceSettings};
+use crate::agents::{AgentHandle, Health, HealthReport, names, spawn_heartbeat, test_orchestrator};
+use crate::cli::{Cli, LayerSelection};
+use crate::config::{Config, UnitKind};
+use crate::controller::slots;
+use crate::exit_code;
+use crate::plan::{self, PlanOptions};
+use crate::report::files;
+
+/// `--show-layers`.
+pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
+    let opts = PlanOptions::default();
+    let plan = if config.has_layers && !config.layers.is_empty() {
+        plan::plan_layers(config, &LayerSelection::All, &opts)
+    } else {
+        plan::plan_legacy(config, &[], &opts)
+    };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            return exit_code::USAGE;
+        }
+    };
+    let slots = slots(cli.jobs, config);
+    if cli.json {
+        let layers: Vec<_> = plan
+            .layers()
+            .map(|pl| {
+                let l = &pl.layer;
+                json!({
+                    "name": l.name,
+                    "description": l.description,
+                    "execution_order": l.execution_order,
+                    "priority": l.priority,
+                    "execution_mode": l.execution_mode,
+                    "fail_fast": l.fail_fast,
+                    "background": pl.background,
+                    "depends_on": l.depends_on,
+                    "conflicts": l.conflicts,
+                    "required_services": l.required_services,
+                    "max_duration_seconds": l.max_duration.map(|d| d.as_secs_f64()),
+                    "categories": pl.categories.iter().map(|c| json!({
+                        "name": c.category.name,
+                        "units": c.units.len(),
+                        "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest" },
+                        "timeout_seconds": c.category.timeout.map(|d| d.as_secs_f64()),
+                        "skip_reason": c.skip_reason,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let out = json!({
+            "config": config.source,
+            "environment": config.environment,
+            "environments": config.environments_available,
+            "slots": slots,
+            "legacy": plan.legacy,
+            "layers": layers,
+            "services": config.services.keys().collect::<Vec<_>>(),
+            "warnings": plan.warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return exit_code::PASSED;
+    }
+    println!(
+        "{} (environment {}, {} slots)",
+        config.source.display(),
+        config.environment,
+        slots
+    );
+    if plan.legacy {
+        println!("no layers defined: legacy category mode");
+    }
+    for pl in plan.layers() {
+        let l = &pl.layer;
+        let units: usize = pl.categories.iter().map(|c| c.units.len()).sum();
+        println!();
+        println!(
+            "layer {}{} (order {}, priority {}): {}",
+            l.name,
+            if pl.background { " [background]" } else { "" },
+            l.execution_order,
+            l.priority,
+            if l.description.is_empty() {
+                "-"
+            } else {
+                &l.description
+            }
+        );
+        println!(
+            "  mode {:?}, fail_fast {:?}, {units} units{}",
+            l.execution_mode,
+            l.fail_fast,
+            match l.max_duration {
+                Some(d) => format!(", estimated at most {}", human(d)),
+                None => String::new(),
+            }
+        )
+        .to_owned();
+        if !l.depends_on.is_empty() {
+            println!("  depends on: {}", l.depends_on.join(", "));
+        }
+        if !l.conflicts.is_empty() {
+            println!("  conflicts with: {}", l.conflicts.join(", "));
+        }
+        if !l.required_services.is_empty() {
+            println!("  services: {}", l.required_services.join(", "));
+        }
+        for c in &pl.categories {
+            let kind = match &c.category.kind {
+                UnitKind::Command(spec) => format!("command `{}`", spec.command),
+                UnitKind::Nextest(spec) => format!("nextest `{}`", spec.filter),
+            };
+            println!(
+                "  - {} ({} units, {kind}{}){}",
+                c.category.name,
+                c.units.len(),
+                c.category
+                    .timeout
+                    .map(|t| format!(", timeout {}", human(t)))
+                    .unwrap_or_default(),
+                c.skip_reason
+                    .as_ref()
+                    .map(|r| format!(" [skipped: {r}]"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !config.services.is_empty() {
+        println!();
+        println!(
+            "services: {}",
+            config
+                .services
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!();
+    println!("execution modes: fast_feedback (commit), nightly (weekend), background, hybrid (ci)");
+    for w in &plan.warnings {
+        println!("warning: {w}");
+    }
+    exit_code::PASSED
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 60.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{s:.0}s")
+    }
+}
+
+/// `--orchestration-status`.
+pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
+    let agents = check_agents(config.as_ref()).await;
+    let system = system_figures().await;
+    let root = config
+        .as_ref()
+        .map(|c| c.root.clone())
+        .or_else(|| cli.config.parent().map(|p| p.to_path_buf()))
+        .unwrap_or_else(|| ".".into());
+    let runs = files::list_runs(&root);
+    let in_progress: Vec<_> = runs
+        .iter()
+        .filter(|(_, info, summary)| summary.is_none() && files::pid_alive(info.pid))
+        .map(|(dir, info, _)| json!({"run_id": info.run_id, "pid": info.pid, "mode": info.mode, "started_at": info.started_at, "dir": dir}))
+        .collect();
+    let last = runs.iter().find_map(|(dir, _, summary)| {
+        summary.as_ref().map(|s| {
+            json!({
+                "run_id": s.run_id,
+                "outcome": s.outcome,
+                "exit_code": s.exit_code,
+                "finished_at": s.finished_at,
+                "duration_ms": s.duration_ms,
+                "counts": s.counts,
+                "summary": s.summary_line(),
+                "dir": dir,
+            })
+        })
+    });
+    let configuration = match &config {
+        Some(c) => json!({
+            "path": c.source,
+            "found": true,
+            "environment": c.environment,
+            "environments": c.environments_available,
+            "layers": c.layers.iter().map(|l| &l.name).collect::<Vec<_>>(),
+            "categories": c.categories.len(),
+            "services": c.services.keys().collect::<Vec<_>>(),
+            "slots": slots(cli.jobs, c),
+            "memory_budget_mb": c.execution.max_memory_mb,
+        }),
+        None => json!({"path": cli.config, "found": false}),
+    };
+    if cli.json {
+        let out = json!({
+            "agents": agents,
+            "configuration": configuration,
+            "system": system,
+            "runs_in_progress": in_progress,
+            "last_run": last,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!("agents:");
+        for a in &agents {
+            println!(
+                "  {:<18} {:<9} errors {}{}",
+                a.name,
+                format!("{:?}", a.status).to_lowercase(),
+                a.error_count,
+                a.last_error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        match &config {
+            Some(c) => {
+                println!(
+                    "configuration: {} (environment {})",
+                    c.source.display(),
+                    c.environment
+                );
+                println!(
+                    "  layers: {}",
+                    c.layers
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                println!("  environments: {}", c.environments_available.join(", "));
+                println!("  slots: {}", slots(cli.jobs, c));
+            }
+            None => println!("configuration: {} (not loaded)", cli.config.display()),
+        }
+        match &system {
+            serde_json::Value::Object(m) if !m.contains_key("error") => println!(
+                "system: {} cpus, {:.0}% busy, {} of {} MiB available",
+                system["cpus"],
+                system["cpu_percent"].as_f64().unwrap_or(0.0),
+                system["memory_available_mb"],
+                system["memory_total_mb"]
+            ),
+            _ => println!("system: unavailable ({})", system["error"]),
+        }
+        if in_progress.is_empty() {
+            println!("runs in progress: none");
+        } else {
+            println!("runs in progress:");
+            for r in &in_progress {
+                println!(
+                    "  {} (pid {}, {})",
+                    r["run_id"].as_str().unwrap_or(""),
+                    r["pid"],
+                    r["mode"].as_str().unwrap_or("")
+                );
+            }
+        }
+        match &last {
+            Some(l) => println!(
+                "last run: {} {} ({})",
+                l["run_id"].as_str().unwrap_or(""),
+                l["outcome"].as_str().unwrap_or(""),
+                l["summary"].as_str().unwrap_or("")
+            ),
+            None => println!("last run: none"),
+        }
+    }
+    if config.is_some() {
+        exit_code::PASSED
+    } else {
+        exit_code::USAGE
+    }
+}
+
+/// Start every agent in-process, give them a heartbeat's time, report, stop them.
+async fn check_agents(config: Option<&Config>) -> Vec<HealthReport> {
+    let mut handles: Vec<AgentHandle> = Vec::new();
+    let (_rm, rm_agent) = resource_manager::start(ResourceSettings {
+        slots: 1,
+        memory_budget_mb: None,
+        layer_budgets_mb: Default::default(),
+        bypass_window: Duration::from_secs(1),
+    });
+    handles.push(rm_agent);
+    if let Some(c) = config {
+        let (_o, agent) =
+            test_orchestrator::start(std::sync::Arc::new(c.clone()), PlanOptions::default());
+        handles.push(agent);
+    }
+    for name in [names::EXECUTOR, names::BACKGROUND, names::STREAMER] {
+        let health = Health::new(name);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = spawn_heartbeat(
+            std::sync::Arc::clone(&health),
+            shutdown.clone(),
+            Duration::from_millis(20),
+        );
+        handles.push(AgentHandle {
+            health,
+            shutdown,
+            task,
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut reports: Vec<HealthReport> = handles
+        .iter()
+        .map(|h| h.health.check(Duration::from_secs(5)))
+        .collect();
+    if config.is_none() {
+        reports.push(HealthReport {
+            name: names::ORCHESTRATOR.into(),
+            status: crate::event::HealthStatus::Failed,
+            last_heartbeat_secs: 0.0,
+            error_count: 1,
+            last_error: Some("configuration not loaded".into()),
+        });
+    }
+    for h in handles {
+        h.stop().await;
+    }
+    reports
+}
+
+/// CPU and memory of the machine, or `{"error": ...}` when sampling is unavailable.
+async fn system_figures() -> serde_json::Value {
+    let mut sys = match sysinfo::System::new() {
+        Ok(sys) => sys,
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
+    sys.refresh_memory();
+    sys.refresh_cpu_usage();
+    tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL).await;
+    sys.refresh_cpu_usage();
+    json!({
+        "cpus": sys.cpus().len(),
+        "cpu_percent": sys.global_cpu_usage(),
+        "memory_total_mb": sys.total_memory() / 1024 / 1024,
+        "memory_available_mb": sys.available_memory() / 1024 / 1024,
+    })
+}

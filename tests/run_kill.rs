@@ -1,0 +1,229 @@
+//! Stopping units: timeouts kill the whole process tree (grandchildren, `setsid`
+//! escapees, double-forked daemons), leaked processes of a passing unit are killed, and
+//! SIGINT/SIGTERM to the runner cancel the run with exit 130, a valid summary and no
+//! survivors. Every fixture puts the project's marker in its units' environment, and
+//! `assert_no_process_with` scans /proc for it afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// Bound for runs whose units would otherwise sleep for an hour.
+const QUICK: Duration = Duration::from_secs(30);
+
+#[test]
+fn timeout_kills_the_whole_process_tree() {
+    let project = Project::new();
+    project.layers(
+        r#"
+version: 1
+execution: { max_parallel_tests: 2, kill_grace_seconds: 1 }
+categories:
+  hang:
+    command: "sh -c 'sleep 3141 & setsid sleep 3142 & sleep 3143'"
+    timeout_seconds: 1
+    env: { LR_MARK: "@MARK@" }
+  daemon:
+    command: "(setsid sh -c 'sleep 3144' &); sleep 3145"
+    timeout_seconds: 1
+    env: { LR_MARK: "@MARK@" }
+layers:
+  - name: main
+    categories: [hang, daemon]
+"#,
+    );
+    let out = project
+        .runner()
+        .args(["--use-layers", "main"])
+        .spawn()
+        .wait_within(QUICK);
+    out.assert_code(1).assert_counts_line(0, 2, 0);
+    let (events, summary) = check_run(&project, &out);
+    for id in ["main/hang/hang", "main/daemon/daemon"] {
+        let finished = unit_events(&events, "test_finished", id);
+        assert_eq!(finished.len(), 1, "{id}:\n{}", dump(&events));
+        assert_eq!(finished[0]["outcome"], "timeout", "{}", finished[0]);
+        assert_eq!(summary["units"][id]["outcome"], "timeout");
+    }
+    for sleep in [
+        "sleep 3141",
+        "sleep 3142",
+        "sleep 3143",
+        "sleep 3144",
+        "sleep 3145",
+    ] {
+        assert!(
+            processes_with(sleep).is_empty(),
+            "`{sleep}` survived the timeout: {:?}",
+            processes_with(sleep)
+        );
+    }
+    assert_no_process_with(project.marker());
+}
+
+#[test]
+fn leaked_process_of_a_passing_unit_is_reported_and_killed() {
+    let project = Project::new();
+    project.layers(
+        r#"
+version: 1
+execution: { max_parallel_tests: 2, kill_grace_seconds: 1 }
+categories:
+  leaky:
+    command: "setsid sleep 3146 & echo leaving a daemon behind"
+    env: { LR_MARK: "@MARK@" }
+layers:
+  - name: main
+    categories: [leaky]
+"#,
+    );
+    // The leaked sleep holds the unit's stdout: the runner must not wait for it.
+    let out = project
+        .runner()
+        .args(["--use-layers", "main"])
+        .spawn()
+        .wait_within(QUICK);
+    let (events, _) = check_run(&project, &out);
+    let leaked = unit_events(&events, "test_leaked", "main/leaky/leaky");
+    assert_eq!(
+        leaked.len(),
+        1,
+        "expected a test_leaked event:\n{}",
+        dump(&events)
+    );
+    let processes = leaked[0]["processes"].as_array().unwrap();
+    assert!(
+        processes
+            .iter()
+            .any(|p| p.as_str().unwrap_or_default().contains("sleep 3146")),
+        "test_leaked should list the sleep: {}",
+        leaked[0]
+    );
+    assert_no_process_with(project.marker());
+}
+
+/// Project for the interrupt tests: two long units run (jobs 2), a third waits, and a
+/// later layer has not started.
+fn interrupt_project() -> Project {
+    let project = Project::new();
+    for i in 1..=3 {
+        project.file(
+            &format!("long/test_{i}.sh"),
+            "sleep 2718 &\nsetsid sleep 2718 &\nwait\n",
+        );
+    }
+    project.layers(
+        r#"
+version: 1
+execution: { max_parallel_tests: 2, kill_grace_seconds: 1 }
+categories:
+  long:
+    command: "sh {file}"
+    files: "long/test_*.sh"
+    env: { LR_MARK: "@MARK@" }
+  later_cat: { command: "touch later-ran" }
+layers:
+  - name: main
+    categories: [long]
+  - name: later
+    categories: [later_cat]
+"#,
+    );
+    project
+}
+
+fn started_count(events: &[Value]) -> usize {
+    of_type(events, "test_started").len()
+}
+
+fn interrupt_mid_run(signal: &str) {
+    let project = interrupt_project();
+    let mut child = project
+        .runner()
+        .args(["--use-layers", "main,later"])
+        .spawn();
+    project.wait_for_events(&mut child, "two units to start", |ev| {
+        started_count(ev) >= 2
+    });
+    child.signal(signal);
+    let out = child.wait_within(QUICK);
+
+    out.assert_code(130);
+    // Two cancelled, one pending, one in the later layer: all skipped.
+    out.assert_counts_line(0, 0, 4);
+    let (events, summary) = check_run(&project, &out);
+    assert_eq!(summary["outcome"], "interrupted", "{summary}");
+    assert_eq!(summary["exit_code"], 130);
+    assert_eq!(events.last().unwrap()["outcome"], "interrupted");
+
+    let long = planned_units(&events, "main", "long");
+    assert_eq!(long.len(), 3);
+    let mut cancelled = 0;
+    for id in &long {
+        let unit = &summary["units"][id];
+        if unit_events(&events, "test_started", id).is_empty() {
+            assert_eq!(unit["status"], "skipped", "pending {id}: {unit}");
+        } else {
+            assert_eq!(unit["outcome"], "cancelled", "running {id}: {unit}");
+            cancelled += 1;
+        }
+    }
+    assert_eq!(cancelled, 2, "{}", unit_table(&summary));
+    let main = layer_finished(&events, "main");
+    assert_eq!(main["outcome"], "cancelled", "{main}");
+    let later = layer_finished(&events, "later");
+    assert_eq!(later["outcome"], "skipped", "{later}");
+    assert!(!project.path("later-ran").exists());
+    assert_no_process_with(project.marker());
+}
+
+#[test]
+fn sigint_mid_run_cancels_cleanly_with_exit_130() {
+    interrupt_mid_run("INT");
+}
+
+#[test]
+fn sigterm_mid_run_cancels_cleanly_with_exit_130() {
+    interrupt_mid_run("TERM");
+}
+
+#[test]
+fn second_sigint_kills_at_once() {
+    let project = Project::new();
+    // Ignores SIGTERM (the trap), so only SIGKILL stops it; the grace period is long.
+    project.file(
+        "stubborn.sh",
+        "trap 'touch got-term' TERM\nwhile :; do sleep 0.1; done\n",
+    );
+    project.layers(
+        r#"
+version: 1
+execution: { max_parallel_tests: 2, kill_grace_seconds: 60 }
+categories:
+  stubborn: { command: "sh stubborn.sh", env: { LR_MARK: "@MARK@" } }
+layers:
+  - name: main
+    categories: [stubborn]
+"#,
+    );
+    let mut child = project.runner().args(["--use-layers", "main"]).spawn();
+    project.wait_for_events(&mut child, "the unit to start", |ev| started_count(ev) >= 1);
+    child.signal("INT");
+    // The first Ctrl-C sent SIGTERM to the unit, which shrugged it off.
+    wait_for_file(&project.path("got-term"));
+    assert!(
+        child.try_wait().is_none(),
+        "the runner waits out the grace period"
+    );
+    child.signal("INT");
+    let out = child.wait_within(Duration::from_secs(15));
+    out.assert_code(130);
+    assert!(
+        parse_counts_line(out.last_line()).is_some(),
+        "the closing line is printed even on a second Ctrl-C\n{out}"
+    );
+    assert_no_process_with(project.marker());
+}
