@@ -352,3 +352,114 @@ fn orchestration_status_json_shows_the_last_run() {
         "text status names the last run\n{text}"
     );
 }
+
+#[test]
+fn category_cwd_is_relative_to_the_project_root() {
+    let project = Project::new();
+    project.file("sub/dir/keep", "");
+    project.layers(
+        r#"
+version: 1
+categories:
+  here: { command: "pwd -P > where.txt" }
+  there: { command: "pwd -P > where.txt", cwd: "sub/dir" }
+layers:
+  - name: main
+    categories: [here, there]
+"#,
+    );
+    let out = project.runner().args(["--use-layers", "main"]).run();
+    out.assert_code(0).assert_counts_line(2, 0, 0);
+    check_run(&project, &out);
+    let root = project.root().canonicalize().unwrap();
+    assert_eq!(project.read("where.txt").trim(), root.to_str().unwrap());
+    assert_eq!(
+        project.read("sub/dir/where.txt").trim(),
+        root.join("sub/dir").to_str().unwrap()
+    );
+}
+
+#[test]
+fn resume_from_skips_the_layers_before() {
+    let project = Project::from_fixture("two_layers");
+    let out = project
+        .runner()
+        .args(["--use-layers", "fast,integration", "--resume-from", "integration"])
+        .run();
+    out.assert_code(0);
+    let (events, _) = check_run(&project, &out);
+    let ran: Vec<&str> = of_type(&events, "test_started")
+        .iter()
+        .map(|e| e["unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, ["integration/integration/integration"], "{}", dump(&events));
+    assert!(!project.path("out/fast_lint_lint.env").exists());
+}
+
+/// `fast` and `integration` in the foreground, `e2e` in the background.
+fn background_project() -> Project {
+    let project = Project::new();
+    project.layers(
+        r#"
+version: 1
+categories:
+  unit: { command: "touch unit-ran" }
+  integ: { command: "touch integ-ran" }
+  e2e_cat: { command: "touch e2e-ran" }
+layers:
+  - name: fast
+    categories: [unit]
+  - name: integration
+    categories: [integ]
+  - name: e2e
+    background: true
+    categories: [e2e_cat]
+"#,
+    );
+    project
+}
+
+fn ran(project: &Project) -> Vec<&'static str> {
+    ["unit", "integ", "e2e"]
+        .into_iter()
+        .filter(|n| project.path(&format!("{n}-ran")).exists())
+        .collect()
+}
+
+#[test]
+fn execution_modes_select_layers() {
+    // Every foreground layer.
+    let project = background_project();
+    let out = project.runner().arg("--use-layers").run();
+    out.assert_code(0).assert_counts_line(2, 0, 0);
+    check_run(&project, &out);
+    assert_eq!(ran(&project), ["unit", "integ"]);
+
+    // The first foreground layer only (both spellings of the value).
+    for value in ["fast-feedback", "fast_feedback"] {
+        let project = background_project();
+        let out = project.runner().args(["--execution-mode", value]).run();
+        out.assert_code(0).assert_counts_line(1, 0, 0);
+        check_run(&project, &out);
+        assert_eq!(ran(&project), ["unit"], "--execution-mode {value}");
+    }
+
+    // Only the background layers.
+    let project = background_project();
+    let out = project.runner().args(["--execution-mode", "background"]).run();
+    out.assert_code(0).assert_counts_line(1, 0, 0);
+    check_run(&project, &out);
+    assert_eq!(ran(&project), ["e2e"]);
+
+    // Foreground in order with the background layer alongside; waits for both.
+    let project = background_project();
+    let out = project.runner().args(["--execution-mode", "hybrid"]).run();
+    out.assert_code(0).assert_counts_line(3, 0, 0);
+    let (events, _) = check_run(&project, &out);
+    assert_eq!(ran(&project), ["unit", "integ", "e2e"]);
+    let e2e = of_type(&events, "layer_started")
+        .into_iter()
+        .find(|e| e["layer"] == "e2e")
+        .unwrap_or_else(|| panic!("e2e never started:\n{}", dump(&events)));
+    assert_eq!(e2e["background"], true);
+}

@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(units[1].id, "fast/unit/tests/sub/test_a.py");
         assert_eq!(
             units[0].spec,
-            UnitSpec::Shell(r#"python3 'tests/it'"'"'s odd.py'"#.into())
+            UnitSpec::Shell(r#"python3 "tests/it's odd.py""#.into())
         );
     }
 

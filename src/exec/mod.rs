@@ -78,9 +78,12 @@ pub const OUTPUT_DRAIN_BOUND: Duration = Duration::from_secs(2);
 /// process group id) as soon as it is running: the resource manager uses it to sample
 /// the unit's tree.
 ///
-/// Errors are infrastructure failures: an invalid [`UnitCommand`], a log file that
-/// cannot be created, a spawn failure (missing program or `cwd`). A unit that fails,
-/// crashes, times out or is stopped is an `Ok` with the matching [`Termination`].
+/// # Errors
+///
+/// Only infrastructure failures: an invalid [`UnitCommand`] (`InvalidInput`), a log file
+/// that cannot be created, a spawn failure (missing program or `cwd`; the message names
+/// the command and the directory). A unit that fails, crashes, times out or is stopped is
+/// an `Ok` with the matching [`Termination`].
 ///
 /// Cancel-safe: dropping the future kills the unit's whole tree with SIGKILL.
 pub async fn run_unit(

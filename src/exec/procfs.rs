@@ -198,7 +198,7 @@ pub(crate) fn find_unit_in(
     if pgid > 1 {
         members.extend(all.iter().filter(|p| p.pgrp == pgid).map(|p| p.pid));
     }
-    if false && !token.is_empty() {
+    if !token.is_empty() {
         let needle = token_entry(token);
         let matched: Vec<u32> = all
             .iter()

@@ -24,6 +24,13 @@
 //!
 //! Spawning a unit and registering its leader happen under the registry lock, so a reap
 //! pass never sees a new leader unregistered.
+//!
+//! What this cannot do: reap a zombie that left its unit's group *and* was never seen
+//! alive by a scan (a short-lived `setsid` child that died before any scan), or one that
+//! cleared its environment. Those stay zombies until the runner exits. The one residual
+//! race: a finished unit's group empties, its id is reused by another child of the runner
+//! that makes itself a group leader, before the next pass retires the unit. That needs
+//! the kernel's cyclic pid allocator to wrap around `pid_max` in between.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -65,6 +72,10 @@ fn registry() -> MutexGuard<'static, Registry> {
 /// Makes the runner a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`) on Linux; does
 /// nothing elsewhere. Affects the whole process, for the rest of its life: call it once at
 /// startup. Orphans adopted this way are reaped by [`reap_adopted_orphans`].
+///
+/// # Errors
+///
+/// The `prctl` error, if the kernel refuses (it does not in practice).
 pub fn become_subreaper() -> io::Result<()> {
     unix::set_child_subreaper()
 }

@@ -83,7 +83,7 @@ pub fn unit_line(state: &RunState, event: &Event, p: Palette) -> Option<String> 
         return None;
     };
     let u = state.units.get(unit);
-    let attempts_total = u.map(|u| u.attempts).unwrap_or(*attempt);
+    let attempts_total = u.map(|u| u.attempts).unwrap_or(0).max(*attempt);
     let (label, colour): (&str, fn(&Palette, &str) -> String) = match (outcome, will_retry) {
         (_, true) => ("RETRY", Palette::yellow),
         (Outcome::Passed, _) if *attempt > 1 => ("FLAKY", Palette::yellow),

@@ -101,15 +101,14 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
             }
         );
         println!(
-            "  mode {:?}, fail_fast {:?}, {units} units{}",
-            l.execution_mode,
-            l.fail_fast,
+            "  mode {}, fail_fast {}, {units} units{}",
+            snake(&l.execution_mode),
+            snake(&l.fail_fast),
             match l.max_duration {
                 Some(d) => format!(", estimated at most {}", human(d)),
                 None => String::new(),
             }
-        )
-        .to_owned();
+        );
         if !l.depends_on.is_empty() {
             println!("  depends on: {}", l.depends_on.join(", "));
         }
@@ -157,6 +156,14 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
         println!("warning: {w}");
     }
     exit_code::PASSED
+}
+
+/// A value's serde name (`hybrid`, `immediate`).
+fn snake(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn human(d: Duration) -> String {
@@ -226,7 +233,7 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
             println!(
                 "  {:<18} {:<9} errors {}{}",
                 a.name,
-                format!("{:?}", a.status).to_lowercase(),
+                snake(&a.status),
                 a.error_count,
                 a.last_error
                     .as_ref()
