@@ -131,7 +131,7 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
             .layers()
             .filter_map(|l| Some((l.layer.name.clone(), l.layer.resource_limits.max_memory_mb?)))
             .collect(),
-        bypass_window: Duration::from_secs(2),
+        bypass_window: Duration::from_millis(config.agents.resource_manager.bypass_window_ms),
     });
 
     let run_id = files::new_run_id();

@@ -38,6 +38,9 @@ fn documented_matches_headings_and_code_spans_only() {
     let doc = "# Events\n\n## test_finished\n\nSee `run_started`.\nplain test_skipped text\n";
     assert!(documented(doc, "test_finished"));
     assert!(documented(doc, "run_started"));
-    assert!(!documented(doc, "test_skipped"), "plain prose is not enough");
+    assert!(
+        !documented(doc, "test_skipped"),
+        "plain prose is not enough"
+    );
     assert!(!documented(doc, "test"), "a heading word must match whole");
 }

@@ -384,7 +384,12 @@ fn resume_from_skips_the_layers_before() {
     let project = Project::from_fixture("two_layers");
     let out = project
         .runner()
-        .args(["--use-layers", "fast,integration", "--resume-from", "integration"])
+        .args([
+            "--use-layers",
+            "fast,integration",
+            "--resume-from",
+            "integration",
+        ])
         .run();
     out.assert_code(0);
     let (events, _) = check_run(&project, &out);
@@ -392,7 +397,12 @@ fn resume_from_skips_the_layers_before() {
         .iter()
         .map(|e| e["unit"].as_str().unwrap())
         .collect();
-    assert_eq!(ran, ["integration/integration/integration"], "{}", dump(&events));
+    assert_eq!(
+        ran,
+        ["integration/integration/integration"],
+        "{}",
+        dump(&events)
+    );
     assert!(!project.path("out/fast_lint_lint.env").exists());
 }
 
@@ -426,40 +436,48 @@ fn ran(project: &Project) -> Vec<&'static str> {
         .collect()
 }
 
-#[test]
-fn execution_modes_select_layers() {
-    // Every foreground layer.
+/// Runs `background_project` with `args`; returns the project and the layers that ran.
+fn run_background_project(args: &[&str], passed: usize) -> (Project, Vec<Value>) {
     let project = background_project();
-    let out = project.runner().arg("--use-layers").run();
-    out.assert_code(0).assert_counts_line(2, 0, 0);
-    check_run(&project, &out);
-    assert_eq!(ran(&project), ["unit", "integ"]);
-
-    // The first foreground layer only (both spellings of the value).
-    for value in ["fast-feedback", "fast_feedback"] {
-        let project = background_project();
-        let out = project.runner().args(["--execution-mode", value]).run();
-        out.assert_code(0).assert_counts_line(1, 0, 0);
-        check_run(&project, &out);
-        assert_eq!(ran(&project), ["unit"], "--execution-mode {value}");
-    }
-
-    // Only the background layers.
-    let project = background_project();
-    let out = project.runner().args(["--execution-mode", "background"]).run();
-    out.assert_code(0).assert_counts_line(1, 0, 0);
-    check_run(&project, &out);
-    assert_eq!(ran(&project), ["e2e"]);
-
-    // Foreground in order with the background layer alongside; waits for both.
-    let project = background_project();
-    let out = project.runner().args(["--execution-mode", "hybrid"]).run();
-    out.assert_code(0).assert_counts_line(3, 0, 0);
+    let out = project.runner().args(args).run();
+    out.assert_code(0).assert_counts_line(passed, 0, 0);
     let (events, _) = check_run(&project, &out);
+    (project, events)
+}
+
+#[test]
+fn bare_use_layers_runs_every_foreground_layer() {
+    let (project, _) = run_background_project(&["--use-layers"], 2);
+    assert_eq!(ran(&project), ["unit", "integ"]);
+}
+
+#[test]
+fn execution_mode_fast_feedback_runs_the_first_foreground_layer() {
+    let (project, _) = run_background_project(&["--execution-mode", "fast-feedback"], 1);
+    assert_eq!(ran(&project), ["unit"]);
+}
+
+#[test]
+fn execution_mode_accepts_fast_feedback_with_an_underscore() {
+    // The spelling of the documented contract: `--execution-mode fast_feedback`.
+    let (project, _) = run_background_project(&["--execution-mode", "fast_feedback"], 1);
+    assert_eq!(ran(&project), ["unit"]);
+}
+
+#[test]
+fn execution_mode_background_runs_only_background_layers() {
+    let (project, _) = run_background_project(&["--execution-mode", "background"], 1);
+    assert_eq!(ran(&project), ["e2e"]);
+}
+
+#[test]
+fn execution_mode_hybrid_runs_background_alongside_and_waits_for_both() {
+    let (project, events) = run_background_project(&["--execution-mode", "hybrid"], 3);
     assert_eq!(ran(&project), ["unit", "integ", "e2e"]);
     let e2e = of_type(&events, "layer_started")
         .into_iter()
         .find(|e| e["layer"] == "e2e")
         .unwrap_or_else(|| panic!("e2e never started:\n{}", dump(&events)));
     assert_eq!(e2e["background"], true);
+    assert_eq!(layer_finished(&events, "e2e")["outcome"], "passed");
 }

@@ -24,7 +24,11 @@ fn categories_run(events: &[Value]) -> Vec<String> {
 }
 
 fn order_log(project: &Project) -> Vec<String> {
-    project.read("order.log").lines().map(str::to_string).collect()
+    project
+        .read("order.log")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -43,7 +47,10 @@ fn config_without_layers_runs_every_category_in_legacy_mode() {
     assert_eq!(ran, ["integration", "lint", "unit"]);
     let order = order_log(&project);
     let pos = |name: &str| order.iter().position(|n| n == name).unwrap();
-    assert!(pos("unit") < pos("integration"), "dependency first: {order:?}");
+    assert!(
+        pos("unit") < pos("integration"),
+        "dependency first: {order:?}"
+    );
 }
 
 #[test]
@@ -66,7 +73,11 @@ fn categories_flag_runs_the_dependency_first() {
     let integ_started = position(&events, "integration started", |e| {
         e["type"] == "test_started" && e["unit"] == integration.as_str()
     });
-    assert!(unit_done < integ_started, "unit must finish before integration starts:\n{}", dump(&events));
+    assert!(
+        unit_done < integ_started,
+        "unit must finish before integration starts:\n{}",
+        dump(&events)
+    );
 }
 
 #[test]
@@ -95,7 +106,10 @@ fn failing_dependency_skips_the_dependent_category() {
     let skipped = of_type(&events, "test_skipped");
     assert_eq!(skipped.len(), 1, "{}", dump(&events));
     assert!(
-        skipped[0]["reason"].as_str().unwrap_or_default().contains("unit"),
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unit"),
         "the skip names the failed dependency: {}",
         skipped[0]
     );

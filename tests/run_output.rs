@@ -41,7 +41,10 @@ fn json_progress_mode_streams_the_events_on_stdout() {
         .collect();
     let events = project.events();
     check_stream(&events, &project.run_dir());
-    assert_eq!(streamed, events, "stdout carries exactly the events of events.jsonl");
+    assert_eq!(
+        streamed, events,
+        "stdout carries exactly the events of events.jsonl"
+    );
     // The closing line moves to stderr.
     assert_counts_line(last_line(&out.stderr), 1, 1, 0, &out);
 }
@@ -54,7 +57,11 @@ fn silent_progress_mode_prints_only_the_closing_line() {
         .args(["--use-layers", "main", "--progress-mode", "silent"])
         .run();
     out.assert_code(1).assert_counts_line(1, 1, 0);
-    let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert_eq!(lines.len(), 1, "silent prints one line\n{out}");
     check_run(&project, &out);
 }
@@ -82,6 +89,9 @@ fn simple_progress_mode_names_the_failure() {
         .args(["--use-layers", "main", "--progress-mode", "simple"])
         .run();
     out.assert_code(1).assert_counts_line(1, 1, 0);
-    assert!(out.stdout.contains("main/bad/bad"), "the failed unit is named\n{out}");
+    assert!(
+        out.stdout.contains("main/bad/bad"),
+        "the failed unit is named\n{out}"
+    );
     check_run(&project, &out);
 }

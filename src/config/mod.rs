@@ -15,6 +15,7 @@
 //! Every problem becomes a [`Diagnostic`] with file, line and column; [`ConfigError`]
 //! carries them all and renders them rustc style ([`error`]).
 
+pub mod agents;
 mod de;
 mod env;
 mod error;
@@ -116,7 +117,10 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
         overlays,
         environments_available: available,
     };
-    validate::validate(raw, raw_variants, meta, &sources).map_err(|d| finish(d, &sources))
+    let mut config =
+        validate::validate(raw, raw_variants, meta, &sources).map_err(|d| finish(d, &sources))?;
+    config.agents = agents::load_agents(&config.root)?;
+    Ok(config)
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -37,6 +37,8 @@ pub struct Config {
     pub layers: Vec<Layer>,
     /// True when the file has a `layers:` key at all (false selects legacy mode).
     pub has_layers: bool,
+    /// Agent manifests from `agents/` next to the layers file.
+    pub agents: super::agents::AgentManifests,
 }
 
 /// Global execution settings (`execution:`).

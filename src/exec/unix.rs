@@ -259,10 +259,10 @@ pub(crate) fn signal_process(p: &ProcInfo, signal: Signal) {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
         Err(_) => {}
     }
-    if let Ok(raw) = i32::try_from(p.pid)
-        && still_same()
-    {
-        let _ = kill(Pid::from_raw(raw), signal);
+    if let Ok(raw) = i32::try_from(p.pid) {
+        if still_same() {
+            let _ = kill(Pid::from_raw(raw), signal);
+        }
     }
 }
 

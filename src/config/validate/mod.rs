@@ -122,6 +122,7 @@ pub(crate) fn validate(
         categories,
         layers,
         has_layers,
+        agents: Default::default(),
     })
 }
 
