@@ -114,7 +114,7 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExecutionMode {
     /// The first foreground layer only: the quickest signal (alias: commit).
-    #[value(alias = "commit")]
+    #[value(name = "fast_feedback", alias = "commit", alias = "fast-feedback")]
     FastFeedback,
     /// Every layer, background ones included, one after another; waits for all (alias: weekend).
     #[value(alias = "weekend")]

@@ -154,6 +154,7 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
             event_files,
         },
     );
+    let external = crate::agents::external::start(&bus, &config.agents.external, &config.root);
     let executor_health = Health::new(names::EXECUTOR);
     let executor_shutdown = CancellationToken::new();
     let executor_agent = AgentHandle {
@@ -281,6 +282,9 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
     );
     bus.close();
     streamer.finish().await;
+    for agent in external {
+        let _ = agent.await;
+    }
     let summary = bus.snapshot();
     if let Err(e) = files::write_atomic(
         &run_dir.join("summary.json"),

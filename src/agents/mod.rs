@@ -5,12 +5,14 @@
 //! - [`background_e2e`]: runs background layers alongside the foreground.
 //! - [`progress_streamer`]: console and JSON-lines output from the event stream.
 //! - [`resource_manager`]: slots and memory budgets; admits every unit.
+//! - [`external`]: external agents from `agents/*.yaml` with a `command:`.
 //!
 //! Every agent is a long-lived task behind a handle, with a [`Health`] record that
 //! it heartbeats; the controller watches heartbeats and reports changes as
 //! `agent_health` events.
 
 pub mod background_e2e;
+pub mod external;
 pub mod layer_executor;
 pub mod progress_streamer;
 pub mod resource_manager;
