@@ -200,9 +200,14 @@ pub(crate) fn find_unit_in(
     }
     if !token.is_empty() {
         let needle = token_entry(token);
+        // A process carrying the unit's token was started by the unit, so never before
+        // its leader (still in /proc: run_unit reaps it last). Reading environments is
+        // the expensive part of a scan; this skips it for every older process.
+        let leader_start = all.iter().find(|p| p.pid == pgid).map(|p| p.start_time);
         let matched: Vec<u32> = all
             .iter()
             .filter(|p| eligible(p) && !members.contains(&p.pid))
+            .filter(|p| leader_start.is_none_or(|start| p.start_time >= start))
             .filter(|p| environ_contains(&environ_of(p.pid), &needle))
             .map(|p| p.pid)
             .collect();
