@@ -73,6 +73,7 @@ struct HealthInner {
 pub struct Health {
     name: &'static str,
     inner: Mutex<HealthInner>,
+    stale_after_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
@@ -86,7 +87,19 @@ impl Health {
                 error_count: 0,
                 last_error: None,
             }),
+            stale_after_ms: std::sync::atomic::AtomicU64::new(5000),
         })
+    }
+
+    /// No heartbeat for this long makes the agent `stale` (its manifest's `stale_after_ms`).
+    pub fn set_stale_after(&self, after: Duration) {
+        self.stale_after_ms
+            .store(after.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The staleness threshold.
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_millis(self.stale_after_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The agent's name.

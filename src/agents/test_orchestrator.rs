@@ -6,7 +6,6 @@
 //! stops ([`FailFast`] semantics, applied by the executor through [`evaluate`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use indexmap::IndexMap;
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +40,7 @@ impl OrchestratorHandle {
         let (reply, rx) = oneshot::channel();
         let stopped = || PlanError {
             message: "the test orchestrator has stopped".into(),
+            kind: plan::PlanErrorKind::Infrastructure,
         };
         self.tx.send((req, reply)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
@@ -55,7 +55,10 @@ pub fn start(config: Arc<Config>, opts: PlanOptions) -> (OrchestratorHandle, Age
     let beat = spawn_heartbeat(
         Arc::clone(&health),
         shutdown.clone(),
-        Duration::from_millis(500),
+        {
+            use crate::config::agents::Manifest;
+            config.agents.test_orchestrator.common().heartbeat()
+        },
     );
     let task_shutdown = shutdown.clone();
     let task_health = Arc::clone(&health);
@@ -65,10 +68,17 @@ pub fn start(config: Arc<Config>, opts: PlanOptions) -> (OrchestratorHandle, Age
                 _ = task_shutdown.cancelled() => break,
                 msg = rx.recv() => {
                     let Some((req, reply)) = msg else { break };
-                    let result = match &req {
+                    // Planning may build Rust tests (nextest discovery): off the async workers.
+                    let (config, opts) = (Arc::clone(&config), opts.clone());
+                    let result = tokio::task::spawn_blocking(move || match &req {
                         PlanRequest::Layers(sel) => plan::plan_layers(&config, sel, &opts),
                         PlanRequest::Legacy(cats) => plan::plan_legacy(&config, cats, &opts),
-                    };
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(PlanError {
+                        message: format!("planning failed: {e}"),
+                        kind: plan::PlanErrorKind::Infrastructure,
+                    }));
                     if let Err(e) = &result {
                         task_health.error(e.message.clone());
                     }
@@ -273,6 +283,7 @@ mod tests {
                 retries: 0,
                 min_memory_mb: None,
                 max_memory_mb: None,
+                rlimit_as_mb: None,
                 critical,
                 env: Default::default(),
                 depends_on: vec![],
