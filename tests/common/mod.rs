@@ -145,6 +145,9 @@ impl Project {
             // The runner reads these through clap; the developer's shell must not leak in.
             .env_remove("RUNNER_CONFIG")
             .env_remove("RUNNER_ENV")
+            // Under GitHub Actions every run would annotate and append to the job summary.
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_STEP_SUMMARY")
             .stdin(Stdio::null());
         Runner { cmd }
     }
@@ -764,6 +767,9 @@ pub fn wait_for_file(path: &Path) {
 
 /// Live processes (not zombies, not this test process) whose command line or
 /// environment contains `needle`: `(pid, cmdline)`.
+///
+/// Prefer the project's marker as `needle`: a command line such as `sleep 3141` is not
+/// unique when two copies of the suite run at once on the same machine.
 pub fn processes_with(needle: &str) -> Vec<(u32, String)> {
     let me = std::process::id();
     let mut found = Vec::new();
