@@ -59,6 +59,19 @@ pub struct Cli {
     #[arg(long, value_name = "ID")]
     pub websocket_thread_id: Option<String>,
 
+    /// Serve live progress (viewer page, WebSocket, /status, /metrics) on ADDR
+    /// (`127.0.0.1:0`: a free port; `off`: never). Non-loopback needs --websocket-token.
+    #[arg(long, value_name = "ADDR")]
+    pub websocket_addr: Option<String>,
+
+    /// Token required by the progress server on /ws, /status and /metrics.
+    #[arg(long, value_name = "TOKEN", env = "RUNNER_WS_TOKEN", hide_env_values = true)]
+    pub websocket_token: Option<String>,
+
+    /// Keep the progress server up this many seconds after the run ends.
+    #[arg(long, value_name = "SECONDS")]
+    pub websocket_linger: Option<u64>,
+
     /// Legacy mode: run these categories (comma-separated), with their dependencies.
     #[arg(long, value_name = "CAT,...", value_delimiter = ',')]
     pub categories: Vec<String>,
@@ -95,19 +108,157 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub events: Option<PathBuf>,
 
-    /// Run categories that require real services.
-    #[arg(long)]
+    /// Write a JUnit XML report to this file at the end of the run (also on Ctrl-C).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+
+    /// Run only shard K of N (e.g. 2/4) of the selected units, balanced by expected duration.
+    #[arg(long, value_name = "K/N", value_parser = parse_partition)]
+    pub partition: Option<Partition>,
+
+    /// With --partition: balance shards by the durations in this JUnit report (a previous run's).
+    #[arg(long, value_name = "PATH", requires = "partition")]
+    pub durations_from: Option<PathBuf>,
+
+    /// Run categories that require real services (also: RUNNER_REAL_SERVICES=1, or
+    /// `execution.real_services: true` in the configuration or an environment overlay).
+    #[arg(long, env = "RUNNER_REAL_SERVICES", value_parser = clap::builder::BoolishValueParser::new())]
     pub real_services: bool,
+
+    /// Run the background layers as a detached process that outlives this command
+    /// (with --use-layers or --execution-mode; the foreground layers run here as usual).
+    #[arg(long)]
+    pub background_e2e: bool,
+
+    /// Queue a detached background run (the background layers, the layers named by
+    /// --use-layers, or --background-category categories), print its id and return.
+    #[arg(long)]
+    pub queue_e2e: bool,
+
+    /// With --queue-e2e: run these categories (comma-separated, repeatable) instead of layers.
+    #[arg(long, value_name = "CAT,...", value_delimiter = ',')]
+    pub background_category: Vec<String>,
+
+    /// Deadline of a detached background run, in minutes.
+    #[arg(long, value_name = "MIN", value_parser = positive_minutes)]
+    pub background_timeout: Option<f64>,
+
+    /// Show background runs: queued, running with progress, recently finished.
+    #[arg(long)]
+    pub background_status: bool,
+
+    /// Show the last N finished background runs (default 10).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+    pub background_results: Option<usize>,
+
+    /// Stop background run ID (its whole process tree) and mark it cancelled.
+    #[arg(long, value_name = "ID")]
+    pub kill_background: Option<String>,
+
+    /// Internal: be the detached worker of background run ID.
+    #[arg(long, value_name = "ID", hide = true)]
+    pub background_worker: Option<String>,
+
+    /// Run `#[ignore]`d Rust tests of nextest categories too (default: reported skipped).
+    #[arg(long)]
+    pub run_ignored: bool,
+
+    /// Start the units that failed last time (per history) before the others.
+    #[arg(long)]
+    pub failed_first: bool,
+
+    /// Run only the units that failed or did not finish last time (per history); exits 0
+    /// when nothing is left.
+    #[arg(long)]
+    pub rerun_failed: bool,
+}
+
+/// `--partition K/N`: shard `k` (from 1) of `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    /// This shard, 1..=n.
+    pub k: usize,
+    /// Number of shards.
+    pub n: usize,
+}
+
+/// Parses `K/N` with 1 <= K <= N.
+pub fn parse_partition(s: &str) -> Result<Partition, String> {
+    let err = || format!("expected K/N with 1 <= K <= N (e.g. 2/4), got `{s}`");
+    let (k, n) = s.split_once('/').ok_or_else(err)?;
+    let k: usize = k.trim().parse().map_err(|_| err())?;
+    let n: usize = n.trim().parse().map_err(|_| err())?;
+    if k == 0 || k > n {
+        return Err(err());
+    }
+    Ok(Partition { k, n })
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Merge JUnit reports (e.g. the shards of a partitioned run) into one.
+    MergeJunit {
+        /// The merged report to write.
+        out: PathBuf,
+        /// The reports to merge.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Follow a run served elsewhere (its progress URL) in this terminal; exits with the run's exit code.
+    Watch {
+        /// The run's progress URL (`http://HOST:PORT/` or `ws://HOST:PORT/ws`); default:
+        /// the newest run in progress under ./.runner that serves progress.
+        url: Option<String>,
+        /// Token, if the run's server requires one.
+        #[arg(long, value_name = "TOKEN", env = "RUNNER_WS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Show the slowest and the flakiest units from history (.runner/history.sqlite).
+    History {
+        /// Show the slowest N units (by median duration).
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+        slowest: Option<usize>,
+        /// Show the flakiest units (passed on a retry, or both passed and failed).
+        #[arg(long)]
+        flaky: bool,
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+        /// The layers file whose project's history to show (default: --config's).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `--background-timeout`: a positive number of minutes.
+fn positive_minutes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(m) if m > 0.0 && m.is_finite() => Ok(m),
+        _ => Err(format!(
+            "expected a number of minutes greater than 0, got `{s}`"
+        )),
+    }
+}
+
+/// Background-run commands (`--queue-e2e`, `--background-status`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackgroundCommand {
+    /// Queue a detached run and return (`--queue-e2e`, or `--background-e2e` alone).
+    Queue,
+    /// `--background-status`.
+    Status,
+    /// `--background-results N`.
+    Results(usize),
+    /// `--kill-background ID`.
+    Kill(String),
+    /// The hidden `--background-worker ID`: be the detached worker.
+    Worker(String),
 }
 
 /// `--execution-mode`: which layers a run selects.
@@ -155,6 +306,13 @@ pub enum LayerSelection {
 pub enum Mode {
     /// Print completions.
     Completions(clap_complete::Shell),
+    /// `merge-junit OUT IN...`.
+    MergeJunit {
+        /// Output file.
+        out: PathBuf,
+        /// Input reports.
+        inputs: Vec<PathBuf>,
+    },
     /// `--show-layers`.
     ShowLayers,
     /// `--orchestration-status`.
@@ -173,6 +331,22 @@ pub enum Mode {
         /// Named categories; empty = every category not used only by background layers.
         categories: Vec<String>,
     },
+    /// Detached background runs.
+    Background(BackgroundCommand),
+    /// `runner watch [URL]`.
+    Watch {
+        /// Progress URL, if given.
+        url: Option<String>,
+        /// Token, if given.
+        token: Option<String>,
+    },
+    /// `runner history`.
+    History {
+        /// The project root (the directory of the layers file).
+        root: PathBuf,
+        /// What to show.
+        request: crate::store::command::Request,
+    },
 }
 
 impl Mode {
@@ -180,6 +354,7 @@ impl Mode {
     pub fn name(&self) -> &'static str {
         match self {
             Mode::Completions(_) => "completions",
+            Mode::MergeJunit { .. } => "merge_junit",
             Mode::ShowLayers => "show_layers",
             Mode::OrchestrationStatus => "status",
             Mode::Layers { master: true, .. } => "master",
@@ -188,6 +363,9 @@ impl Mode {
             } => "streamed",
             Mode::Layers { .. } => "layers",
             Mode::Legacy { .. } => "legacy",
+            Mode::Background(_) => "background",
+            Mode::Watch { .. } => "watch",
+            Mode::History { .. } => "history",
         }
     }
 }
@@ -198,8 +376,53 @@ impl Cli {
         if let Some(Command::Completions { shell }) = &self.command {
             return Mode::Completions(*shell);
         }
+        if let Some(Command::MergeJunit { out, inputs }) = &self.command {
+            return Mode::MergeJunit {
+                out: out.clone(),
+                inputs: inputs.clone(),
+            };
+        }
+        if let Some(Command::Watch { url, token }) = &self.command {
+            return Mode::Watch {
+                url: url.clone(),
+                token: token.clone(),
+            };
+        }
+        if let Some(Command::History {
+            slowest,
+            flaky,
+            json,
+            config,
+        }) = &self.command
+        {
+            let config = config.as_ref().unwrap_or(&self.config);
+            let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
+            return Mode::History {
+                root: config
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from(".")),
+                request: crate::store::command::Request {
+                    slowest: *slowest,
+                    flaky: *flaky,
+                    json: *json,
+                },
+            };
+        }
+        if let Some(id) = &self.background_worker {
+            return Mode::Background(BackgroundCommand::Worker(id.clone()));
+        }
         if self.show_layers {
             return Mode::ShowLayers;
+        }
+        if let Some(id) = &self.kill_background {
+            return Mode::Background(BackgroundCommand::Kill(id.clone()));
+        }
+        if self.background_status {
+            return Mode::Background(BackgroundCommand::Status);
+        }
+        if let Some(n) = self.background_results {
+            return Mode::Background(BackgroundCommand::Results(n));
         }
         if self.master_orchestration {
             return Mode::Layers {
@@ -224,6 +447,11 @@ impl Cli {
             (Some(_), None) => Some(LayerSelection::Names(Vec::new())),
             (None, None) => None,
         };
+        let selects_layers =
+            selection.is_some() || !self.categories.is_empty() || !self.category.is_empty();
+        if self.queue_e2e || (self.background_e2e && !selects_layers) {
+            return Mode::Background(BackgroundCommand::Queue);
+        }
         match selection {
             Some(selection) => Mode::Layers {
                 selection,
@@ -331,7 +559,89 @@ mod tests {
     }
 
     #[test]
+    fn partition_and_merge_junit() {
+        assert_eq!(parse_partition("2/4"), Ok(Partition { k: 2, n: 4 }));
+        assert_eq!(parse_partition(" 1 / 1 "), Ok(Partition { k: 1, n: 1 }));
+        for bad in ["0/4", "5/4", "2", "a/b", "1/0", "-1/2"] {
+            assert!(parse_partition(bad).is_err(), "{bad}");
+        }
+        let cli =
+            Cli::try_parse_from(["runner", "--use-layers", "a", "--partition", "3/4"]).unwrap();
+        assert_eq!(cli.partition, Some(Partition { k: 3, n: 4 }));
+        assert!(Cli::try_parse_from(["runner", "--durations-from", "x.xml"]).is_err());
+        assert_eq!(
+            mode(&["merge-junit", "out.xml", "a.xml", "b.xml"]),
+            Mode::MergeJunit {
+                out: "out.xml".into(),
+                inputs: vec!["a.xml".into(), "b.xml".into()]
+            }
+        );
+        assert!(Cli::try_parse_from(["runner", "merge-junit", "out.xml"]).is_err());
+    }
+
+    #[test]
+    fn watch_subcommand() {
+        assert_eq!(
+            mode(&["watch", "http://127.0.0.1:1/", "--token", "t"]),
+            Mode::Watch {
+                url: Some("http://127.0.0.1:1/".into()),
+                token: Some("t".into())
+            }
+        );
+        assert_eq!(mode(&["watch"]).name(), "watch");
+        assert!(Cli::try_parse_from(["runner", "watch", "--use-layers", "a"]).is_err());
+    }
+
+    #[test]
+    fn history_subcommand_and_flags() {
+        let Mode::History { root, request } = mode(&[
+            "history",
+            "--slowest",
+            "5",
+            "--flaky",
+            "--config",
+            "/p/layers.yaml",
+        ]) else {
+            panic!("history mode");
+        };
+        assert_eq!(root, PathBuf::from("/p"));
+        assert_eq!(request.slowest, Some(5));
+        assert!(request.flaky && !request.json);
+        let Mode::History { request, .. } = mode(&["history", "--slowest"]) else {
+            panic!("history mode");
+        };
+        assert_eq!(request.slowest, Some(10));
+        assert!(!request.flaky);
+        let cli = Cli::try_parse_from(["runner", "--failed-first", "--rerun-failed"]).unwrap();
+        assert!(cli.failed_first && cli.rerun_failed);
+    }
+
+    #[test]
     fn fail_fast_flags_conflict() {
         assert!(Cli::try_parse_from(["runner", "--fast-fail", "--no-fail-fast"]).is_err());
+    }
+
+    #[test]
+    fn background_commands() {
+        use BackgroundCommand::*;
+        let bg = |c| Mode::Background(c);
+        assert_eq!(mode(&["--queue-e2e"]), bg(Queue));
+        assert_eq!(mode(&["--queue-e2e", "--use-layers", "e2e"]), bg(Queue));
+        assert_eq!(mode(&["--background-e2e"]), bg(Queue));
+        assert_eq!(
+            mode(&["--background-e2e", "--use-layers", "fast"]).name(),
+            "layers",
+            "with a selection the foreground runs here"
+        );
+        assert_eq!(mode(&["--background-status"]), bg(Status));
+        assert_eq!(mode(&["--background-results"]), bg(Results(10)));
+        assert_eq!(mode(&["--background-results", "3"]), bg(Results(3)));
+        assert_eq!(mode(&["--kill-background", "abc"]), bg(Kill("abc".into())));
+        assert_eq!(
+            mode(&["--background-worker", "id", "--use-layers", "x"]),
+            bg(Worker("id".into()))
+        );
+        assert!(Cli::try_parse_from(["runner", "--background-timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["runner", "--background-timeout", "1.5"]).is_ok());
     }
 }

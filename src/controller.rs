@@ -16,7 +16,7 @@ use is_terminal::IsTerminal;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::agents::layer_executor::{LayerResult, RunContext, StopCause, run_layer};
+use crate::agents::layer_executor::{LayerResult, RunContext, StopCause};
 use crate::agents::resource_manager::{self, ResourceSettings};
 use crate::agents::test_orchestrator::{self, PlanRequest};
 use crate::agents::{
@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> i32 {
             clap_complete::generate(*shell, &mut cmd, "runner", &mut std::io::stdout());
             exit_code::PASSED
         }
+        Mode::MergeJunit { out, inputs } => crate::report::junit::merge_command(out, inputs),
         Mode::ShowLayers => match load(&cli) {
             Ok(cfg) => crate::report::status::show_layers(&cfg, &cli),
             Err(code) => code,
@@ -50,6 +51,12 @@ pub async fn run(cli: Cli) -> i32 {
             Ok(cfg) => execute(cli, mode, Arc::new(cfg)).await,
             Err(code) => code,
         },
+        Mode::Background(command) => {
+            let command = command.clone();
+            crate::background::run(cli, command).await
+        }
+        Mode::Watch { url, token } => crate::server::watch::run(url.clone(), token.clone()).await,
+        Mode::History { root, request } => crate::store::command::run(root, *request),
     }
 }
 
@@ -75,14 +82,22 @@ pub fn slots(cli_jobs: Option<usize>, config: &Config) -> usize {
         .or(config.execution.max_parallel_tests)
         .unwrap_or(cores);
     if let Some(pct) = config.execution.max_cpu_percent {
-        let cap = ((cores as u64 * pct as u64).div_ceil(100)).max(1) as usize;
-        slots = slots.min(cap);
+        slots = slots.min(resource_manager::cpu_slots(cores, pct));
     }
     slots.max(1)
 }
 
-async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
+/// One run (layers or legacy categories) from plan to summary; returns its exit code.
+pub(crate) async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
     let started = Instant::now();
+    let streamed = matches!(&mode, Mode::Layers { thread_id: Some(_), .. });
+    let progress_server = match crate::server::ServerSettings::resolve(&cli, &config, streamed) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit_code::USAGE;
+        }
+    };
     let _log_guard = crate::logging::init(&config.root);
     if let Err(e) = crate::exec::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}");
@@ -98,7 +113,8 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         } else {
             None
         },
-        real_services: cli.real_services,
+        real_services: cli.real_services || config.execution.real_services,
+        run_ignored: cli.run_ignored,
     };
 
     let (orchestrator, orchestrator_agent) = test_orchestrator::start(Arc::clone(&config), opts);
@@ -112,9 +128,46 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         Err(e) => {
             eprintln!("error: {}", e.message);
             orchestrator_agent.stop().await;
-            return exit_code::USAGE;
+            return e.exit_code();
         }
     };
+    // Background layers go to a detached worker (--background-e2e), or, in a worker, all run as background.
+    let plan = match crate::background::launch::prepare_plan(&cli, &config, plan) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            orchestrator_agent.stop().await;
+            return exit_code::PASSED;
+        }
+        Err(code) => {
+            orchestrator_agent.stop().await;
+            return code;
+        }
+    };
+    // History: --rerun-failed, durations for --partition, longest-first order, ETAs.
+    let history = crate::store::load(&config.root, plan.units().map(|u| u.id.as_str()));
+    let mut plan = plan;
+    plan.warnings.extend(history.warning.clone());
+    if cli.rerun_failed {
+        match crate::store::rerun_failed(&mut plan, &history) {
+            crate::store::Rerun::NothingLeft { of } => {
+                eprintln!(
+                    "runner: --rerun-failed: none of the {of} selected units failed or was left unfinished last time; nothing to run"
+                );
+                println!("0 passed, 0 failed");
+                orchestrator_agent.stop().await;
+                return exit_code::PASSED;
+            }
+            crate::store::Rerun::Unknown => plan.warnings.push(
+                "--rerun-failed: history knows none of the selected units; running them all".into(),
+            ),
+            crate::store::Rerun::Selected { kept, of } => plan.warnings.push(format!(
+                "--rerun-failed: running {kept} of {of} units (failed or unfinished last time)"
+            )),
+        }
+    }
+    let mut plan = apply_partition(&cli, plan);
+    let hints = Arc::new(history.hints(cli.failed_first));
+    crate::plan::order_units(&mut plan, &hints);
     if plan.legacy {
         let why = if config.has_layers {
             "no layer requested"
@@ -124,18 +177,7 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         eprintln!("runner: {why}; running in legacy category mode");
     }
 
-    let (resources, resource_agent) = resource_manager::start(ResourceSettings {
-        slots,
-        memory_budget_mb: config.execution.max_memory_mb,
-        layer_budgets_mb: plan
-            .layers()
-            .filter_map(|l| Some((l.layer.name.clone(), l.layer.resource_limits.max_memory_mb?)))
-            .collect(),
-        bypass_window: Duration::from_millis(config.agents.resource_manager.bypass_window_ms),
-    });
-
-    let run_id = files::new_run_id();
-    let run_dir = files::run_dir(&config.root, &run_id);
+    let (run_id, run_dir) = crate::background::run_location(&cli, &config.root);
     let thread_id = match &mode {
         Mode::Layers { thread_id, .. } => thread_id.clone(),
         _ => None,
@@ -152,6 +194,7 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
             mode: console::resolve_mode(cli.progress_mode, stdout_tty, ci),
             colour,
             event_files,
+            server: progress_server,
         },
     );
     let external = crate::agents::external::start(&bus, &config.agents.external, &config.root);
@@ -162,7 +205,7 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         task: spawn_heartbeat(
             Arc::clone(&executor_health),
             executor_shutdown.clone(),
-            Duration::from_millis(500),
+            crate::config::agents::Manifest::common(&config.agents.layer_executor).heartbeat(),
         ),
         shutdown: executor_shutdown,
     };
@@ -173,6 +216,7 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         mode: mode.name().to_string(),
         config: config.source.display().to_string(),
         started_at: crate::bus::now_rfc3339(),
+        progress_url: streamer.progress_url(),
     };
     if let Err(e) = files::write_atomic(
         &run_dir.join("run.json"),
@@ -197,6 +241,7 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
                     layer: u.layer.clone(),
                     category: u.category.clone(),
                     name: u.name.clone(),
+                    expected_ms: hints.expected(&u.id).map(|d| d.as_millis() as u64),
                 })
                 .collect(),
             pid: std::process::id(),
@@ -224,6 +269,11 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         );
     }
 
+    // Started after `run_started`, so its samples never precede it.
+    let (resources, resource_agent) = resource_manager::start(
+        ResourceSettings::from_config(&config, slots, plan.layers().map(|l| &l.layer)),
+        &bus,
+    );
     let ctx = Arc::new(RunContext {
         bus: bus.clone(),
         config: Arc::clone(&config),
@@ -233,6 +283,7 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         kill_now: CancellationToken::new(),
         stop_cause: Mutex::new(None),
         health: Arc::clone(&executor_health),
+        hints,
     });
     let signals = tokio::spawn(watch_signals(Arc::clone(&ctx)));
     let global_timeout = config.execution.global_timeout.map(|limit| {
@@ -249,22 +300,28 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         executor_agent,
     ];
     let healths: Vec<Arc<Health>> = agents.iter().map(|a| Arc::clone(&a.health)).collect();
+    for h in &healths {
+        h.set_stale_after(stale_after(&config, h.name()));
+    }
     let supervisor_stop = CancellationToken::new();
     let supervisor = tokio::spawn(supervise(bus.clone(), healths, supervisor_stop.clone()));
 
     let Plan {
         stages, background, ..
     } = plan;
+    let services = crate::services::Services::new(Arc::clone(&ctx));
     let (background_results, background_agent) =
-        background_e2e::start(Arc::clone(&ctx), background);
-    let mut results = run_stages(&ctx, stages).await;
+        background_e2e::start(Arc::clone(&ctx), background, Arc::clone(&services));
+    let mut results = run_stages(&ctx, stages, &services).await;
     match background_results.await {
         Ok(r) => results.extend(r),
         Err(e) => tracing::error!("background agent failed: {e}"),
     }
+    services.stop_all().await;
 
     let (outcome, code) = match ctx.cause() {
         Some(StopCause::Interrupted) => (RunOutcome::Interrupted, exit_code::INTERRUPTED),
+        Some(StopCause::ServiceFailed { .. }) => (RunOutcome::Error, exit_code::INFRASTRUCTURE),
         _ if results.values().any(|r| r.outcome == LayerOutcome::Failed) => {
             (RunOutcome::Failed, exit_code::FAILED)
         }
@@ -272,6 +329,11 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
     };
     supervisor_stop.cancel();
     let _ = supervisor.await;
+    if crate::report::github::enabled() {
+        // Before `run_finished`, so the closing line stays the last line.
+        let json = cli.progress_mode == Some(crate::cli::ProgressMode::Json);
+        crate::report::github::print_annotations(&bus.snapshot(), &config, json);
+    }
     bus.emit(
         names::CONTROLLER,
         EventKind::RunFinished {
@@ -281,7 +343,7 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         },
     );
     bus.close();
-    streamer.finish().await;
+    let progress_server = streamer.finish().await;
     for agent in external {
         let _ = agent.await;
     }
@@ -292,22 +354,82 @@ async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
     ) {
         eprintln!("runner: cannot write summary: {e}");
     }
+    if let Some(path) = &cli.junit
+        && let Err(e) = crate::report::junit::write(path, &summary)
+    {
+        eprintln!("runner: cannot write JUnit report {}: {e}", path.display());
+    }
+    if crate::report::github::enabled()
+        && let Err(e) = crate::report::github::append_step_summary(&summary)
+    {
+        eprintln!("runner: cannot append to $GITHUB_STEP_SUMMARY: {e}");
+    }
+    // History last: a slow or locked database never delays the run's own reports.
+    let root = config.root.clone();
+    match tokio::task::spawn_blocking(move || crate::store::save(&root, &summary)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => eprintln!("runner: history: cannot record this run: {e}"),
+        Err(e) => eprintln!("runner: history: cannot record this run: {e}"),
+    }
     signals.abort();
     if let Some(t) = global_timeout {
         t.abort();
+    }
+    if let Some(server) = progress_server {
+        server.finish().await;
     }
     for agent in agents {
         agent.stop().await;
     }
     background_agent.stop().await;
     crate::exec::reap_adopted_orphans();
+    log_own_usage();
     code
+}
+
+/// Log the runner's own CPU time and peak memory (children excluded): the figure the
+/// overhead benchmarks read.
+fn log_own_usage() {
+    if let Ok(u) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1000.0 + t.tv_usec() as f64 / 1000.0;
+        tracing::info!(
+            user_ms = ms(u.user_time()),
+            system_ms = ms(u.system_time()),
+            max_rss_kb = u.max_rss(),
+            "runner resource usage"
+        );
+    }
+}
+
+/// `--partition K/N`: keep this shard's units, balanced by `--durations-from` when given
+/// (a JUnit report, or a history database: every shard must read the same file; an
+/// unreadable file is a warning: the shards are then balanced by count).
+fn apply_partition(cli: &Cli, mut plan: Plan) -> Plan {
+    let Some(p) = cli.partition else {
+        return plan;
+    };
+    let mut durations = HashMap::new();
+    if let Some(path) = &cli.durations_from {
+        let read = if crate::store::is_database(path) {
+            crate::store::durations_from(path).map_err(|e| e.to_string())
+        } else {
+            crate::report::junit_import::durations_from(path)
+        };
+        match read {
+            Ok(d) => durations = d,
+            Err(e) => plan.warnings.push(format!(
+                "--durations-from: cannot read {e}; shards are balanced by count"
+            )),
+        }
+    }
+    crate::plan::partition(plan, p.k, p.n, &durations)
 }
 
 /// Run the foreground stages in order; returns every layer's result by name.
 async fn run_stages(
     ctx: &Arc<RunContext>,
     stages: Vec<Vec<PlannedLayer>>,
+    services: &Arc<crate::services::Services>,
 ) -> HashMap<String, LayerResult> {
     let mut results: HashMap<String, LayerResult> = HashMap::new();
     // Set once a layer fails with a fail_fast that stops later layers.
@@ -330,8 +452,10 @@ async fn run_stages(
             }
             let fail_fast = planned.layer.fail_fast;
             let ctx = Arc::clone(ctx);
+            let services = Arc::clone(services);
             set.spawn(async move {
-                let r = run_layer(ctx, planned, None).await;
+                // Its required services are started (once per run) before it runs.
+                let r = services.run_layer(ctx, planned, None).await;
                 (name, fail_fast, r)
             });
         }
@@ -421,13 +545,28 @@ async fn watch_signals(ctx: Arc<RunContext>) {
     }
 }
 
+/// The `stale_after_ms` of agent `name`'s manifest.
+fn stale_after(config: &Config, name: &str) -> Duration {
+    use crate::config::agents::Manifest;
+    let a = &config.agents;
+    let common = match name {
+        names::ORCHESTRATOR => a.test_orchestrator.common(),
+        names::EXECUTOR => a.layer_executor.common(),
+        names::BACKGROUND => a.background_e2e.common(),
+        names::STREAMER => a.progress_streamer.common(),
+        names::RESOURCES => a.resource_manager.common(),
+        _ => a.layer_executor.common(),
+    };
+    common.stale_after()
+}
+
 /// Watch agents' heartbeats; emit `agent_health` whenever a status changes.
 async fn supervise(bus: EventBus, agents: Vec<Arc<Health>>, stop: CancellationToken) {
     let mut last: HashMap<&'static str, HealthStatus> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         for h in &agents {
-            let report = h.check(Duration::from_secs(5));
+            let report = h.check(h.stale_after());
             if last.get(h.name()) != Some(&report.status) {
                 last.insert(h.name(), report.status);
                 bus.emit(

@@ -67,6 +67,27 @@ impl Outcome {
     }
 }
 
+/// How an imported test case (a `<testcase>` of a unit's JUnit file) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseOutcome {
+    /// No `<failure>`, `<error>` or `<skipped>`.
+    Passed,
+    /// `<failure>`: an assertion failed.
+    Failed,
+    /// `<error>`: the test could not run as written (exception, setup error).
+    Error,
+    /// `<skipped>`.
+    Skipped,
+}
+
+impl CaseOutcome {
+    /// True for `failed` and `error`.
+    pub fn is_failure(self) -> bool {
+        matches!(self, CaseOutcome::Failed | CaseOutcome::Error)
+    }
+}
+
 /// How a layer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -124,6 +145,10 @@ pub struct PlannedUnit {
     pub category: String,
     /// Unit name within the category (a file, a test name, or the category name).
     pub name: String,
+    /// Expected duration from history (median of recent passing runs), ms; absent for a
+    /// unit without history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ms: Option<u64>,
 }
 
 /// Everything that can happen in a run. Serialized with `"type": "<snake_case name>"`.
@@ -259,6 +284,37 @@ pub enum EventKind {
         /// The leaked processes (`pid cmdline`).
         processes: Vec<String>,
     },
+    /// One test case of a unit's imported JUnit file (`{junit}` in the command),
+    /// emitted after the attempt's `test_finished`.
+    TestCase {
+        /// Unit id.
+        unit: String,
+        /// Attempt that produced the file.
+        attempt: u32,
+        /// The `<testsuite>` name in the file.
+        suite: String,
+        /// The `<testcase>` name.
+        name: String,
+        /// Its `classname`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        classname: Option<String>,
+        /// Source file relative to the project root, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        /// Line in `file`, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        line: Option<u32>,
+        /// Outcome.
+        outcome: CaseOutcome,
+        /// Duration in milliseconds (0 when the file has none).
+        duration_ms: u64,
+        /// Failure, error or skip message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// Failure text (traceback) and captured output, bounded (non-pass only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<String>,
+    },
     /// A background task (a background layer or a detached background run) started.
     BackgroundTaskStarted {
         /// Task id.
@@ -354,6 +410,7 @@ impl EventKind {
             EventKind::TestSkipped { .. } => "test_skipped",
             EventKind::TestSlow { .. } => "test_slow",
             EventKind::TestLeaked { .. } => "test_leaked",
+            EventKind::TestCase { .. } => "test_case",
             EventKind::BackgroundTaskStarted { .. } => "background_task_started",
             EventKind::BackgroundTaskFinished { .. } => "background_task_finished",
             EventKind::ServiceStarting { .. } => "service_starting",
@@ -381,6 +438,7 @@ impl EventKind {
         "test_skipped",
         "test_slow",
         "test_leaked",
+        "test_case",
         "background_task_started",
         "background_task_finished",
         "service_starting",
@@ -393,6 +451,44 @@ impl EventKind {
         "agent_health",
         "warning",
     ];
+}
+
+impl EventKind {
+    /// The unit an event is about, if any.
+    pub fn unit_id(&self) -> Option<&str> {
+        match self {
+            EventKind::TestStarted { unit, .. }
+            | EventKind::TestFinished { unit, .. }
+            | EventKind::TestSkipped { unit, .. }
+            | EventKind::TestSlow { unit, .. }
+            | EventKind::TestLeaked { unit, .. }
+            | EventKind::TestCase { unit, .. } => Some(unit),
+            _ => None,
+        }
+    }
+}
+
+/// A new attempt starts: the cases of the previous one leave, their failures are kept
+/// (bounded) to recognise flaky and rerun cases.
+fn carry_case_failures(u: &mut UnitState) {
+    if u.cases.is_empty() {
+        return;
+    }
+    for case in std::mem::take(&mut u.cases) {
+        if !case.outcome.is_failure() || u.prior_case_failures.len() >= MAX_PRIOR_CASE_FAILURES {
+            continue;
+        }
+        u.prior_case_failures.push(CaseRerun {
+            classname: case.classname,
+            name: case.name,
+            attempt: u.attempts,
+            outcome: case.outcome,
+            duration_ms: case.duration_ms,
+            message: case.message,
+            details: case.details,
+        });
+    }
+    u.case_counts = TestCounts::default();
 }
 
 /// Where a unit stands.
@@ -435,6 +531,9 @@ pub struct UnitState {
     /// Start of the running attempt (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// Expected duration from history, ms (from `run_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ms: Option<u64>,
     /// Peak RSS seen, MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_mb: Option<u64>,
@@ -450,6 +549,185 @@ pub struct UnitState {
     /// Log file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// The retried attempts with their message and output tail (the last
+    /// [`MAX_ATTEMPT_DETAILS`]), for `flakyFailure` / `rerunFailure` in JUnit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_failures: Vec<AttemptFailure>,
+    /// Test cases imported from the unit's JUnit file (`{junit}`), latest attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<CaseState>,
+    /// Counts of `cases`.
+    #[serde(default, skip_serializing_if = "TestCounts::is_zero")]
+    pub case_counts: TestCounts,
+    /// Failed cases of earlier attempts (bounded), matched by name to the next attempt's
+    /// cases to report flaky and rerun cases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prior_case_failures: Vec<CaseRerun>,
+}
+
+/// How many retried attempts a unit keeps details of.
+pub const MAX_ATTEMPT_DETAILS: usize = 10;
+
+/// How many failed cases of earlier attempts a unit keeps.
+pub const MAX_PRIOR_CASE_FAILURES: usize = 1000;
+
+/// A failed attempt that was retried.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptFailure {
+    /// Attempt number.
+    pub attempt: u32,
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// Its duration, ms.
+    pub duration_ms: u64,
+    /// Its message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Its output tail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tail: Option<String>,
+}
+
+/// An imported test case, as folded from `test_case`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseState {
+    /// `<testsuite>` name in the imported file.
+    pub suite: String,
+    /// Test name.
+    pub name: String,
+    /// Class name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classname: Option<String>,
+    /// Source file relative to the project root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Line in `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Outcome.
+    pub outcome: CaseOutcome,
+    /// Duration, ms.
+    pub duration_ms: u64,
+    /// Message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Failure text and output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    /// Failures of this case in earlier attempts of the unit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reruns: Vec<CaseRerun>,
+}
+
+/// A failure of a test case in an earlier attempt of its unit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseRerun {
+    /// Class name of the case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classname: Option<String>,
+    /// Name of the case.
+    pub name: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// `failed` or `error`.
+    pub outcome: CaseOutcome,
+    /// Duration, ms.
+    pub duration_ms: u64,
+    /// Message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Failure text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+/// Counts of reported tests: a unit's imported cases when it has some, else the unit
+/// itself. This is what the JUnit report contains (one `<testcase>` each).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct TestCounts {
+    /// Reported tests (`passed + failed + skipped`).
+    pub total: usize,
+    /// Passed (flaky included).
+    pub passed: usize,
+    /// Failed or errored.
+    pub failed: usize,
+    /// Skipped (cancelled units included).
+    pub skipped: usize,
+    /// Passed after failing in an earlier attempt.
+    pub flaky: usize,
+}
+
+impl TestCounts {
+    /// True when nothing is counted.
+    pub fn is_zero(&self) -> bool {
+        *self == TestCounts::default()
+    }
+
+    fn add(&mut self, o: &TestCounts) {
+        self.total += o.total;
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.flaky += o.flaky;
+    }
+
+    fn sub(&mut self, o: &TestCounts) {
+        self.total = self.total.saturating_sub(o.total);
+        self.passed = self.passed.saturating_sub(o.passed);
+        self.failed = self.failed.saturating_sub(o.failed);
+        self.skipped = self.skipped.saturating_sub(o.skipped);
+        self.flaky = self.flaky.saturating_sub(o.flaky);
+    }
+
+    fn count_case(&mut self, outcome: CaseOutcome, flaky: bool) {
+        self.total += 1;
+        match outcome {
+            CaseOutcome::Passed => {
+                self.passed += 1;
+                if flaky {
+                    self.flaky += 1;
+                }
+            }
+            CaseOutcome::Skipped => self.skipped += 1,
+            CaseOutcome::Failed | CaseOutcome::Error => self.failed += 1,
+        }
+    }
+}
+
+impl UnitState {
+    /// True when the unit's final outcome is a failure but none of its imported cases
+    /// failed: reports then add one failing test for the unit itself, so a failure is
+    /// never hidden behind passing cases.
+    pub fn failed_outside_cases(&self) -> bool {
+        !self.cases.is_empty()
+            && self.status == UnitStatus::Finished
+            && self.outcome.is_some_and(Outcome::is_failure)
+            && self.case_counts.failed == 0
+    }
+
+    /// What this unit contributes to [`RunState::tests`].
+    pub fn test_counts(&self) -> TestCounts {
+        let mut c = TestCounts::default();
+        if !self.cases.is_empty() {
+            c = self.case_counts;
+            if self.failed_outside_cases() {
+                c.total += 1;
+                c.failed += 1;
+            }
+            return c;
+        }
+        match (self.status, self.outcome) {
+            (UnitStatus::Finished, Some(Outcome::Passed)) => {
+                c.count_case(CaseOutcome::Passed, self.flaky)
+            }
+            (UnitStatus::Finished, Some(Outcome::Cancelled)) | (UnitStatus::Skipped, _) => {
+                c.count_case(CaseOutcome::Skipped, false)
+            }
+            (UnitStatus::Finished, Some(_)) => c.count_case(CaseOutcome::Failed, false),
+            _ => {}
+        }
+        c
+    }
 }
 
 /// The folded state of one layer.
@@ -459,6 +737,9 @@ pub struct LayerState {
     pub started: bool,
     /// Runs in the background.
     pub background: bool,
+    /// Start time (RFC 3339), once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
     /// Outcome once finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<LayerOutcome>,
@@ -470,6 +751,10 @@ pub struct LayerState {
     pub duration_ms: Option<u64>,
     /// Counts of this layer's units.
     pub counts: Counts,
+    /// Expected remaining time from history, ms ([`RunState::eta_ms`]), as of the last
+    /// layer event or `resource_sample`; absent without history and once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<u64>,
 }
 
 /// Unit counts.
@@ -534,6 +819,10 @@ pub struct RunState {
     pub units: IndexMap<String, UnitState>,
     /// Counts over all units.
     pub counts: Counts,
+    /// Counts of reported tests (imported cases, or units without any): what the JUnit
+    /// report contains. Equal to the unit counts when nothing was imported.
+    #[serde(default)]
+    pub tests: TestCounts,
     /// Agents' health.
     pub agents: BTreeMap<String, AgentState>,
     /// Last resource sample.
@@ -543,11 +832,33 @@ pub struct RunState {
     pub throttled: bool,
     /// Warnings so far (bounded to the last 100).
     pub warnings: Vec<String>,
+    /// Expected remaining time of the run from history, ms (see [`RunState::eta_ms`]),
+    /// as of the last layer event or `resource_sample`; absent without history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<u64>,
 }
 
 impl RunState {
     /// Folds one event into the state.
     pub fn apply(&mut self, event: &Event) {
+        // A unit's contribution to `tests` before and after the event.
+        let unit = event.kind.unit_id();
+        let before = unit
+            .and_then(|u| self.units.get(u))
+            .map(UnitState::test_counts);
+        self.apply_kind(event);
+        let after = unit
+            .and_then(|u| self.units.get(u))
+            .map(UnitState::test_counts);
+        if let (Some(b), Some(a)) = (before, after)
+            && b != a
+        {
+            self.tests.sub(&b);
+            self.tests.add(&a);
+        }
+    }
+
+    fn apply_kind(&mut self, event: &Event) {
         self.seq = event.seq;
         match &event.kind {
             EventKind::RunStarted {
@@ -581,14 +892,20 @@ impl RunState {
                             flaky: false,
                             duration_ms: None,
                             started_at: None,
+                            expected_ms: u.expected_ms,
                             peak_memory_mb: None,
                             message: None,
                             output_tail: None,
                             failed_attempts: Vec::new(),
                             log: None,
+                            attempt_failures: Vec::new(),
+                            cases: Vec::new(),
+                            case_counts: TestCounts::default(),
+                            prior_case_failures: Vec::new(),
                         },
                     );
                 }
+                self.refresh_eta(&event.ts);
             }
             EventKind::RunFinished {
                 outcome,
@@ -599,6 +916,10 @@ impl RunState {
                 self.exit_code = Some(*exit_code);
                 self.duration_ms = Some(*duration_ms);
                 self.finished_at = Some(event.ts.clone());
+                self.eta_ms = None;
+                for l in self.layers.values_mut() {
+                    l.eta_ms = None;
+                }
             }
             EventKind::LayerStarted {
                 layer, background, ..
@@ -606,6 +927,8 @@ impl RunState {
                 let l = self.layers.entry(layer.clone()).or_default();
                 l.started = true;
                 l.background = *background;
+                l.started_at = Some(event.ts.clone());
+                self.refresh_eta(&event.ts);
             }
             EventKind::LayerFinished {
                 layer,
@@ -617,12 +940,14 @@ impl RunState {
                 l.outcome = Some(*outcome);
                 l.reason = reason.clone();
                 l.duration_ms = Some(*duration_ms);
+                self.refresh_eta(&event.ts);
             }
             EventKind::TestStarted { unit, attempt, .. } => {
                 let ts = event.ts.clone();
                 let mut started = false;
                 if let Some(u) = self.units.get_mut(unit) {
                     started = u.status != UnitStatus::Running;
+                    carry_case_failures(u);
                     u.status = UnitStatus::Running;
                     u.attempts = *attempt;
                     u.started_at = Some(ts);
@@ -633,6 +958,7 @@ impl RunState {
             }
             EventKind::TestFinished {
                 unit,
+                attempt,
                 outcome,
                 will_retry,
                 duration_ms,
@@ -661,6 +987,16 @@ impl RunState {
                 let (flaky, final_outcome) = if *will_retry {
                     u.status = UnitStatus::Retrying;
                     u.failed_attempts.push(*outcome);
+                    if u.attempt_failures.len() >= MAX_ATTEMPT_DETAILS {
+                        u.attempt_failures.remove(0);
+                    }
+                    u.attempt_failures.push(AttemptFailure {
+                        attempt: *attempt,
+                        outcome: *outcome,
+                        duration_ms: *duration_ms,
+                        message: message.clone(),
+                        output_tail: output_tail.clone(),
+                    });
                     (false, None)
                 } else {
                     u.status = UnitStatus::Finished;
@@ -717,7 +1053,10 @@ impl RunState {
                     },
                 );
             }
-            EventKind::ResourceSample { .. } => self.resources = Some(event.kind.clone()),
+            EventKind::ResourceSample { .. } => {
+                self.resources = Some(event.kind.clone());
+                self.refresh_eta(&event.ts);
+            }
             EventKind::ResourceThrottled { .. } => self.throttled = true,
             EventKind::ResourceResumed => self.throttled = false,
             EventKind::Warning { message, unit } => {
@@ -733,10 +1072,49 @@ impl RunState {
                 if let Some(u) = self.units.get_mut(unit) {
                     let note = format!("leaked {} process(es)", processes.len());
                     u.message = Some(match &u.message {
+                        // `leak: fail` already says so in the test's own message.
+                        Some(m) if m.contains(&note) => m.clone(),
                         Some(m) => format!("{m}; {note}"),
                         None => note,
                     });
                 }
+            }
+            EventKind::TestCase {
+                unit,
+                suite,
+                name,
+                classname,
+                file,
+                line,
+                outcome,
+                duration_ms,
+                message,
+                details,
+                ..
+            } => {
+                let Some(u) = self.units.get_mut(unit) else {
+                    return;
+                };
+                let reruns: Vec<CaseRerun> = u
+                    .prior_case_failures
+                    .iter()
+                    .filter(|r| &r.name == name && &r.classname == classname)
+                    .cloned()
+                    .collect();
+                let flaky = *outcome == CaseOutcome::Passed && !reruns.is_empty();
+                u.case_counts.count_case(*outcome, flaky);
+                u.cases.push(CaseState {
+                    suite: suite.clone(),
+                    name: name.clone(),
+                    classname: classname.clone(),
+                    file: file.clone(),
+                    line: *line,
+                    outcome: *outcome,
+                    duration_ms: *duration_ms,
+                    message: message.clone(),
+                    details: details.clone(),
+                    reruns,
+                });
             }
             EventKind::CategoryStarted { .. }
             | EventKind::CategoryFinished { .. }
@@ -760,12 +1138,125 @@ impl RunState {
         }
     }
 
+    /// Expected remaining time from history, in ms, of `layer` (None: the whole run)
+    /// with `slots` units at once, at `now` (RFC 3339; elapsed time of running units
+    /// is deducted when given).
+    ///
+    /// For one layer: the remaining expected work (pending and retrying units in full,
+    /// running ones less their elapsed time, units without history at the mean of those
+    /// with) divided by `slots`, and never less than the longest remaining unit. For the
+    /// run: foreground layers one after another (their sum), background layers
+    /// alongside (at least the longest of them). None when no remaining unit has an
+    /// expected duration; 0 when nothing remains.
+    pub fn eta_ms(&self, layer: Option<&str>, slots: usize, now: Option<&str>) -> Option<u64> {
+        let now: Option<jiff::Timestamp> = now.and_then(|t| t.parse().ok());
+        match layer {
+            Some(layer) => self.layer_eta(layer, slots, now),
+            None => Self::combine_etas(
+                self.layers
+                    .iter()
+                    .filter(|(_, l)| l.outcome.is_none())
+                    .map(|(name, l)| (l.background, self.layer_eta(name, slots, now))),
+            ),
+        }
+    }
+
+    /// The run's ETA from its unfinished layers' (background?, ETA).
+    fn combine_etas(layers: impl Iterator<Item = (bool, Option<u64>)>) -> Option<u64> {
+        let (mut foreground, mut background, mut any) = (0u64, 0u64, false);
+        for (is_background, eta) in layers {
+            let Some(eta) = eta else { continue };
+            any = true;
+            if is_background {
+                background = background.max(eta);
+            } else {
+                foreground += eta;
+            }
+        }
+        any.then_some(foreground.max(background))
+    }
+
+    fn layer_eta(&self, layer: &str, slots: usize, now: Option<jiff::Timestamp>) -> Option<u64> {
+        let (mut known_sum, mut known_n) = (0u64, 0u64);
+        let mut remaining: Vec<(Option<u64>, Option<u64>)> = Vec::new(); // (expected, elapsed)
+        for (_, u) in self.layer_units(layer) {
+            if let Some(e) = u.expected_ms {
+                known_sum += e;
+                known_n += 1;
+            }
+            let elapsed = match u.status {
+                UnitStatus::Pending | UnitStatus::Retrying => None,
+                UnitStatus::Running => u
+                    .started_at
+                    .as_deref()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .zip(now)
+                    .map(|(start, now)| now.duration_since(start).as_millis().max(0) as u64),
+                UnitStatus::Finished | UnitStatus::Skipped => continue,
+            };
+            remaining.push((u.expected_ms, elapsed));
+        }
+        if remaining.is_empty() {
+            return Some(0);
+        }
+        if known_n == 0 {
+            return None;
+        }
+        let mean = known_sum / known_n;
+        let (mut work, mut longest) = (0u64, 0u64);
+        for (expected, elapsed) in remaining {
+            let left = expected
+                .unwrap_or(mean)
+                .saturating_sub(elapsed.unwrap_or(0));
+            work += left;
+            longest = longest.max(left);
+        }
+        Some(work.div_ceil(slots.max(1) as u64).max(longest))
+    }
+
+    /// Recomputes the ETAs of the layers and the run at `ts`.
+    fn refresh_eta(&mut self, ts: &str) {
+        let slots = self.slots;
+        let names: Vec<String> = self.layers.keys().cloned().collect();
+        for name in names {
+            let finished = self.layers[&name].outcome.is_some();
+            let eta = if finished {
+                None
+            } else {
+                self.layer_eta(&name, slots, ts.parse().ok())
+            };
+            if let Some(l) = self.layers.get_mut(&name) {
+                l.eta_ms = eta;
+            }
+        }
+        self.eta_ms = Self::combine_etas(
+            self.layers
+                .values()
+                .filter(|l| l.outcome.is_none())
+                .map(|l| (l.background, l.eta_ms)),
+        );
+    }
+
     /// Units of `layer`, in plan order.
     pub fn layer_units<'a>(
         &'a self,
         layer: &'a str,
     ) -> impl Iterator<Item = (&'a String, &'a UnitState)> {
         self.units.iter().filter(move |(_, u)| u.layer == layer)
+    }
+
+    /// `tests: N passed, N failed[, N skipped]` when some unit imported test cases (the
+    /// counts of the JUnit report), printed above the closing line; None otherwise.
+    pub fn tests_line(&self) -> Option<String> {
+        if !self.units.values().any(|u| !u.cases.is_empty()) {
+            return None;
+        }
+        let t = &self.tests;
+        let mut line = format!("tests: {} passed, {} failed", t.passed, t.failed);
+        if t.skipped > 0 {
+            line.push_str(&format!(", {} skipped", t.skipped));
+        }
+        Some(line)
     }
 
     /// The closing line every run prints: `N passed, N failed[, N skipped]`.
@@ -802,6 +1293,7 @@ mod tests {
             layer: parts[0].into(),
             category: parts[1].into(),
             name: parts[2].into(),
+            expected_ms: None,
         }
     }
 
@@ -836,6 +1328,109 @@ mod tests {
             },
         ));
         s
+    }
+
+    #[test]
+    fn eta_is_remaining_expected_work_over_slots_at_least_the_longest_unit() {
+        let mut s = RunState::default();
+        let unit = |id: &str, expected_ms| PlannedUnit {
+            expected_ms,
+            ..planned(id)
+        };
+        s.apply(&ev(
+            1,
+            EventKind::RunStarted {
+                mode: "layers".into(),
+                environment: "test".into(),
+                config: "layers.yaml".into(),
+                layers: vec!["fast".into(), "slow".into(), "new".into()],
+                slots: 2,
+                units: vec![
+                    unit("fast/u/a", Some(10_000)),
+                    unit("fast/u/b", Some(4_000)),
+                    unit("fast/u/c", Some(4_000)),
+                    unit("fast/u/d", None),
+                    unit("slow/u/e", Some(1_000)),
+                    unit("new/u/f", None),
+                ],
+                pid: 1,
+            },
+        ));
+        assert_eq!(s.units["fast/u/a"].expected_ms, Some(10_000));
+        // fast: d counts as the mean of the known (6 s): 24 s over 2 slots = 12 s.
+        assert_eq!(s.layers["fast"].eta_ms, Some(12_000));
+        assert_eq!(s.layers["slow"].eta_ms, Some(1_000));
+        assert_eq!(s.layers["new"].eta_ms, None, "nothing known");
+        assert_eq!(
+            s.eta_ms,
+            Some(13_000),
+            "foreground layers one after another"
+        );
+        // One slot: at least the sum; many slots: at least the longest unit.
+        assert_eq!(s.eta_ms(Some("fast"), 1, None), Some(24_000));
+        assert_eq!(s.eta_ms(Some("fast"), 64, None), Some(10_000));
+        s.apply(&ev(
+            2,
+            EventKind::TestStarted {
+                unit: "fast/u/a".into(),
+                attempt: 1,
+                pid: 9,
+            },
+        ));
+        s.apply(&ev(
+            6,
+            EventKind::ResourceSample {
+                running: 1,
+                admitted_memory_mb: 0,
+                used_memory_mb: 0,
+                available_memory_mb: 1000,
+                cpu_percent: 1.0,
+            },
+        ));
+        // a ran 4 s of its 10: 6 + 4 + 4 + 6 = 20 s over 2 slots.
+        assert_eq!(s.layers["fast"].eta_ms, Some(10_000));
+        assert_eq!(
+            s.eta_ms(Some("fast"), 2, Some("2026-01-01T00:00:20Z")),
+            Some(7_000),
+            "a overran: 0 left for it, 14 s for the rest over 2 slots"
+        );
+        for (seq, u) in [
+            (7, "fast/u/a"),
+            (8, "fast/u/b"),
+            (9, "fast/u/c"),
+            (10, "fast/u/d"),
+        ] {
+            s.apply(&ev(seq, finished(u, 1, Outcome::Passed, false)));
+        }
+        assert_eq!(s.eta_ms(Some("fast"), 2, None), Some(0));
+        s.apply(&ev(
+            11,
+            EventKind::LayerStarted {
+                layer: "bg".into(),
+                background: true,
+                units: 0,
+            },
+        ));
+        s.apply(&ev(
+            12,
+            EventKind::LayerFinished {
+                layer: "fast".into(),
+                outcome: LayerOutcome::Passed,
+                reason: None,
+                duration_ms: 1,
+            },
+        ));
+        assert_eq!(s.layers["fast"].eta_ms, None, "finished");
+        assert_eq!(s.eta_ms, Some(1_000));
+        s.apply(&ev(
+            13,
+            EventKind::RunFinished {
+                outcome: RunOutcome::Passed,
+                exit_code: 0,
+                duration_ms: 1,
+            },
+        ));
+        assert_eq!(s.eta_ms, None);
     }
 
     #[test]
@@ -905,6 +1500,113 @@ mod tests {
             (1, 0, 0)
         );
         assert_eq!(s.summary_line(), "0 passed, 0 failed, 1 skipped");
+    }
+
+    fn case(unit: &str, attempt: u32, name: &str, outcome: CaseOutcome) -> EventKind {
+        EventKind::TestCase {
+            unit: unit.into(),
+            attempt,
+            suite: "pytest".into(),
+            name: name.into(),
+            classname: Some("tests.test_a".into()),
+            file: None,
+            line: None,
+            outcome,
+            duration_ms: 3,
+            message: outcome.is_failure().then(|| "assert 1 == 2".into()),
+            details: None,
+        }
+    }
+
+    #[test]
+    fn imported_cases_replace_the_unit_in_test_counts() {
+        let mut s = started_run(&["fast/py/a", "fast/py/b", "fast/unit/c"]);
+        let start = |u: &str, a| EventKind::TestStarted {
+            unit: u.into(),
+            attempt: a,
+            pid: 9,
+        };
+        s.apply(&ev(2, start("fast/py/a", 1)));
+        s.apply(&ev(3, finished("fast/py/a", 1, Outcome::Failed, false)));
+        assert_eq!(
+            (s.tests.total, s.tests.failed),
+            (1, 1),
+            "the unit counts until cases come"
+        );
+        s.apply(&ev(4, case("fast/py/a", 1, "t1", CaseOutcome::Passed)));
+        s.apply(&ev(5, case("fast/py/a", 1, "t2", CaseOutcome::Failed)));
+        s.apply(&ev(6, case("fast/py/a", 1, "t3", CaseOutcome::Skipped)));
+        assert_eq!(
+            (
+                s.tests.total,
+                s.tests.passed,
+                s.tests.failed,
+                s.tests.skipped
+            ),
+            (3, 1, 1, 1)
+        );
+        // A failing unit whose cases all pass still reports one failure.
+        s.apply(&ev(7, start("fast/py/b", 1)));
+        s.apply(&ev(8, finished("fast/py/b", 1, Outcome::Failed, false)));
+        s.apply(&ev(9, case("fast/py/b", 1, "t1", CaseOutcome::Passed)));
+        assert!(s.units["fast/py/b"].failed_outside_cases());
+        assert_eq!((s.tests.total, s.tests.passed, s.tests.failed), (5, 2, 2));
+        s.apply(&ev(
+            10,
+            EventKind::TestSkipped {
+                unit: "fast/unit/c".into(),
+                reason: "r".into(),
+            },
+        ));
+        assert_eq!((s.tests.total, s.tests.skipped), (6, 2));
+        // Unit counts are untouched by cases.
+        assert_eq!(
+            (s.counts.passed, s.counts.failed, s.counts.skipped),
+            (0, 2, 1)
+        );
+        assert_eq!(
+            s.tests_line().unwrap(),
+            "tests: 2 passed, 2 failed, 2 skipped"
+        );
+        assert_eq!(s.units["fast/py/a"].case_counts.total, 3);
+    }
+
+    #[test]
+    fn cases_failing_then_passing_on_retry_are_flaky() {
+        let mut s = started_run(&["fast/py/a"]);
+        let start = |a| EventKind::TestStarted {
+            unit: "fast/py/a".into(),
+            attempt: a,
+            pid: 9,
+        };
+        s.apply(&ev(2, start(1)));
+        s.apply(&ev(3, finished("fast/py/a", 1, Outcome::Failed, true)));
+        s.apply(&ev(4, case("fast/py/a", 1, "t1", CaseOutcome::Passed)));
+        s.apply(&ev(5, case("fast/py/a", 1, "t2", CaseOutcome::Failed)));
+        assert_eq!(
+            s.tests.failed, 1,
+            "cases of a retried attempt count until the next starts"
+        );
+        s.apply(&ev(6, start(2)));
+        assert_eq!(
+            s.tests,
+            TestCounts::default(),
+            "nothing counts while it runs again"
+        );
+        assert_eq!(s.units["fast/py/a"].prior_case_failures.len(), 1);
+        s.apply(&ev(7, finished("fast/py/a", 2, Outcome::Passed, false)));
+        s.apply(&ev(8, case("fast/py/a", 2, "t1", CaseOutcome::Passed)));
+        s.apply(&ev(9, case("fast/py/a", 2, "t2", CaseOutcome::Passed)));
+        let u = &s.units["fast/py/a"];
+        assert_eq!(u.cases.len(), 2);
+        assert!(u.cases[0].reruns.is_empty());
+        assert_eq!(u.cases[1].reruns.len(), 1);
+        assert_eq!(u.cases[1].reruns[0].attempt, 1);
+        assert_eq!(u.attempt_failures.len(), 1);
+        assert_eq!(
+            (s.tests.total, s.tests.passed, s.tests.flaky, s.tests.failed),
+            (2, 2, 1, 0)
+        );
     }
 
     #[test]

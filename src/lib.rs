@@ -9,14 +9,19 @@
 //! - [`bus`]: the one event bus: sequencing, folding, fan-out.
 //! - [`controller`]: the master controller: modes, agents, health, shutdown.
 //! - [`agents`]: the five agents.
+//! - [`background`]: detached background runs: store, worker, status, kill.
+//! - [`services`]: services layers require: probe, start, wait, stop.
 //! - [`exec`]: process spawning, process groups, timeouts, kill tree, output capture.
 //! - [`discover`]: units from commands.
 //! - [`report`]: console, JSON lines, run directory, status views.
+//! - [`server`]: the progress server (WebSocket, viewer page, metrics) and `runner watch`.
+//! - [`store`]: history (`.runner/history.sqlite`): past durations, outcomes and memory per unit.
 //! - [`exit_code`]: the exit codes.
 //! - [`logging`]: the runner's own rolling logs.
 #![warn(missing_docs)]
 
 pub mod agents;
+pub mod background;
 pub mod bus;
 pub mod cli;
 pub mod config;
@@ -28,3 +33,6 @@ pub mod exit_code;
 pub mod logging;
 pub mod plan;
 pub mod report;
+pub mod server;
+pub mod services;
+pub mod store;

@@ -8,13 +8,14 @@
 //! runs them alongside the foreground stages. Legacy mode is one synthetic layer.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 
 use crate::cli::{ExecutionMode, LayerSelection};
 use crate::config::{
     Category, Config, FailFast, Layer, LayerMode, ResourceLimits, SuccessCriteria, UnitKind,
     suggest,
 };
-use crate::discover::{Unit, commands};
+use crate::discover::{Unit, commands, nextest};
 
 /// The name of the synthetic layer of legacy category mode.
 pub const LEGACY_LAYER: &str = "legacy";
@@ -30,6 +31,8 @@ pub struct PlanOptions {
     pub fail_fast_override: Option<FailFast>,
     /// `--real-services`.
     pub real_services: bool,
+    /// `--run-ignored`: run `#[ignore]`d Rust tests instead of reporting them skipped.
+    pub run_ignored: bool,
 }
 
 /// A category of a planned layer with its units.
@@ -88,12 +91,42 @@ impl Plan {
     }
 }
 
-/// A request that cannot be planned (exit code 2).
+/// A request that cannot be planned.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct PlanError {
     /// Lowercase message with hint.
     pub message: String,
+    /// Whose fault: the request (exit code 2) or the tools (exit code 3).
+    pub kind: PlanErrorKind,
+}
+
+/// What kind of failure a [`PlanError`] is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PlanErrorKind {
+    /// Usage or configuration error (unknown layer, overlapping nextest filters...).
+    #[default]
+    Usage,
+    /// Infrastructure error: `cargo-nextest` missing, the tests do not build...
+    Infrastructure,
+}
+
+impl PlanError {
+    /// A usage or configuration error.
+    pub fn usage(message: impl Into<String>) -> Self {
+        PlanError {
+            message: message.into(),
+            kind: PlanErrorKind::Usage,
+        }
+    }
+
+    /// The exit code this error ends the run with.
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            PlanErrorKind::Usage => crate::exit_code::USAGE,
+            PlanErrorKind::Infrastructure => crate::exit_code::INFRASTRUCTURE,
+        }
+    }
 }
 
 fn unknown(what: &str, name: &str, candidates: Vec<&str>) -> PlanError {
@@ -106,7 +139,7 @@ fn unknown(what: &str, name: &str, candidates: Vec<&str>) -> PlanError {
             candidates.join(", ")
         ));
     }
-    PlanError { message }
+    PlanError::usage(message)
 }
 
 /// Plan a layered run.
@@ -116,12 +149,10 @@ pub fn plan_layers(
     opts: &PlanOptions,
 ) -> Result<Plan, PlanError> {
     if !config.has_layers || config.layers.is_empty() {
-        return Err(PlanError {
-            message: format!(
-                "{} defines no layers\n  help: run without --use-layers for legacy category mode",
-                config.source.display()
-            ),
-        });
+        return Err(PlanError::usage(format!(
+            "{} defines no layers\n  help: run without --use-layers for legacy category mode",
+            config.source.display()
+        )));
     }
     let names: Vec<&str> = config.layers.iter().map(|l| l.name.as_str()).collect();
     let foreground: Vec<&Layer> = config
@@ -184,11 +215,12 @@ pub fn plan_layers(
         None => ordered,
     };
     let mut warnings = Vec::new();
+    let discovery = discover_nextest(config, ordered.iter().flat_map(|l| &l.categories))?;
     let mut stages: Vec<Vec<PlannedLayer>> = Vec::new();
     let mut background = Vec::new();
     let mut stage_of: HashMap<&str, usize> = HashMap::new();
     for layer in ordered {
-        let planned = plan_layer(config, layer, opts, &mut warnings)?;
+        let planned = plan_layer(config, layer, opts, &discovery, &mut warnings)?;
         if config.is_background(layer) && !background_in_foreground {
             let mut planned = planned;
             planned.background = true;
@@ -210,6 +242,7 @@ pub fn plan_layers(
         stage_of.insert(&layer.name, stages.len() - 1);
         stages.last_mut().expect("a stage").push(planned);
     }
+    warnings.extend(assign_nextest_tests(&mut stages, &mut background)?);
     Ok(Plan {
         stages,
         background,
@@ -301,14 +334,173 @@ pub fn plan_legacy(
         success_criteria: SuccessCriteria::default(),
     };
     let mut warnings = Vec::new();
-    let planned = plan_layer(config, &layer, opts, &mut warnings)?;
+    let discovery = discover_nextest(config, &layer.categories)?;
+    let planned = plan_layer(config, &layer, opts, &discovery, &mut warnings)?;
+    let mut stages = vec![vec![planned]];
+    warnings.extend(assign_nextest_tests(&mut stages, &mut [])?);
     Ok(Plan {
-        stages: vec![vec![planned]],
+        stages,
         background: vec![],
         resumed_past,
         legacy: true,
         warnings,
     })
+}
+
+/// Keeps shard `k` of `n` (1-based) of a plan's units (`--partition K/N`).
+///
+/// Deterministic and balanced by expected duration (LPT): units sorted by duration,
+/// longest first, then by id, each going to the shard with the least total so far
+/// (then the fewest units, then the lowest index). Known durations come from
+/// `durations` (by unit id: a previous JUnit report, or history); a unit without one
+/// counts as the median of the known ones, or, when nothing is known, as 1 s, which
+/// balances by count. Units of other shards are simply left out of the plan (they are
+/// not skipped); layers and categories stay, possibly empty, so dependencies and
+/// success criteria behave the same in every shard. Every shard must be given the same
+/// plan and durations.
+pub fn partition(
+    mut plan: Plan,
+    k: usize,
+    n: usize,
+    durations: &HashMap<String, Duration>,
+) -> Plan {
+    assert!(n >= 1 && (1..=n).contains(&k), "partition {k}/{n}");
+    let mut known: Vec<Duration> = plan
+        .units()
+        .filter_map(|u| durations.get(&u.id).copied())
+        .collect();
+    known.sort();
+    let default = known
+        .get(known.len() / 2)
+        .copied()
+        .unwrap_or(Duration::from_secs(1));
+    let mut weighted: Vec<(Duration, String)> = plan
+        .units()
+        .map(|u| {
+            (
+                durations.get(&u.id).copied().unwrap_or(default),
+                u.id.clone(),
+            )
+        })
+        .collect();
+    weighted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut loads = vec![(Duration::ZERO, 0usize); n];
+    let mut mine: HashSet<String> = HashSet::new();
+    for (d, id) in weighted {
+        let (shard, _) = loads
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, (load, count))| (*load, *count, *i))
+            .expect("n >= 1");
+        loads[shard].0 += d;
+        loads[shard].1 += 1;
+        if shard == k - 1 {
+            mine.insert(id);
+        }
+    }
+    for layer in plan
+        .stages
+        .iter_mut()
+        .flatten()
+        .chain(plan.background.iter_mut())
+    {
+        for cat in &mut layer.categories {
+            cat.units.retain(|u| mine.contains(&u.id));
+        }
+    }
+    plan
+}
+
+/// What past runs say about a unit, as scheduling uses it (from history).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitHint {
+    /// Expected duration (history: median of the recent passing runs).
+    pub expected: Option<Duration>,
+    /// Its newest recorded result is a failure.
+    pub failed_last: bool,
+    /// Largest peak memory of its recent runs, MiB (an admission estimate).
+    pub peak_memory_mb: Option<u64>,
+}
+
+/// The scheduling hints of a run: per unit, and whether last time's failures go first.
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    /// By unit id; a unit without history is absent.
+    pub units: HashMap<String, UnitHint>,
+    /// `--failed-first`.
+    pub failed_first: bool,
+}
+
+/// Where a unit stands in the start order; the greater starts first. Order of the
+/// fields: last time's failures (with `--failed-first`), then units without history
+/// (treated as the longest, so that an unknown long unit never starts last), then the
+/// expected duration, longest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StartRank {
+    failed_first: bool,
+    unknown: bool,
+    expected: Duration,
+}
+
+impl Hints {
+    /// The start rank of `unit`.
+    pub fn rank(&self, unit: &str) -> StartRank {
+        let hint = self.units.get(unit);
+        let expected = hint.and_then(|h| h.expected);
+        StartRank {
+            failed_first: self.failed_first && hint.is_some_and(|h| h.failed_last),
+            unknown: expected.is_none(),
+            expected: expected.unwrap_or_default(),
+        }
+    }
+
+    /// The expected duration of `unit`.
+    pub fn expected(&self, unit: &str) -> Option<Duration> {
+        self.units.get(unit).and_then(|h| h.expected)
+    }
+
+    /// The peak memory `unit` reached in recent runs, MiB.
+    pub fn peak_memory_mb(&self, unit: &str) -> Option<u64> {
+        self.units.get(unit).and_then(|h| h.peak_memory_mb)
+    }
+}
+
+/// Orders each category's units by [`StartRank`], greatest first: longest-first from
+/// history (last time's failures before everything with `--failed-first`), units
+/// without history before known ones. Stable: equal ranks keep the plan's order (so
+/// without history nothing moves). Layers, stages and categories keep their order;
+/// the executor follows this order within a category and across the categories that
+/// run together (see `layer_executor`).
+pub fn order_units(plan: &mut Plan, hints: &Hints) {
+    for layer in plan
+        .stages
+        .iter_mut()
+        .flatten()
+        .chain(plan.background.iter_mut())
+    {
+        for cat in &mut layer.categories {
+            cat.units
+                .sort_by_key(|u| std::cmp::Reverse(hints.rank(&u.id)));
+        }
+    }
+}
+
+/// Keeps only the units `keep` accepts (layers and categories stay, possibly empty, as
+/// with [`partition`]); returns how many remain.
+pub fn retain_units(plan: &mut Plan, keep: impl Fn(&Unit) -> bool) -> usize {
+    let mut left = 0;
+    for layer in plan
+        .stages
+        .iter_mut()
+        .flatten()
+        .chain(plan.background.iter_mut())
+    {
+        for cat in &mut layer.categories {
+            cat.units.retain(|u| keep(u));
+            left += cat.units.len();
+        }
+    }
+    left
 }
 
 /// Categories used by background layers and by no foreground layer.
@@ -374,10 +566,76 @@ fn order_layers<'a>(config: &'a Config, selected: &[&'a Layer]) -> Vec<&'a Layer
     out
 }
 
+/// Lists the tests of every `nextest:` category among `categories`, together
+/// (one build per group of categories that build alike; see [`nextest::discover`]).
+fn discover_nextest<'a>(
+    config: &Config,
+    categories: impl IntoIterator<Item = &'a String>,
+) -> Result<nextest::Discovery, PlanError> {
+    let mut seen = HashSet::new();
+    let mut requests = Vec::new();
+    for name in categories {
+        let category = &config.categories[name];
+        if let UnitKind::Nextest(spec) = &category.kind
+            && seen.insert(name.as_str())
+        {
+            requests.push(nextest::Request {
+                category,
+                spec,
+                cwd: category_cwd(config, category),
+            });
+        }
+    }
+    if requests.is_empty() {
+        return Ok(nextest::Discovery::default());
+    }
+    nextest::discover(&requests).map_err(|e| match e {
+        nextest::DiscoveryError::Config(message) => PlanError::usage(message),
+        nextest::DiscoveryError::Infrastructure(message) => PlanError {
+            message,
+            kind: PlanErrorKind::Infrastructure,
+        },
+    })
+}
+
+/// Gives each Rust test to one nextest category of the plan ([`nextest::assign`]).
+fn assign_nextest_tests(
+    stages: &mut [Vec<PlannedLayer>],
+    background: &mut [PlannedLayer],
+) -> Result<Vec<String>, PlanError> {
+    let mut placements = Vec::new();
+    let foreground = stages
+        .iter_mut()
+        .enumerate()
+        .flat_map(|(i, stage)| stage.iter_mut().map(move |l| (Some(i), l)));
+    for (stage, planned) in foreground.chain(background.iter_mut().map(|l| (None, l))) {
+        for pc in &mut planned.categories {
+            if let UnitKind::Nextest(spec) = &pc.category.kind {
+                placements.push(nextest::Placement {
+                    layer: &planned.layer.name,
+                    stage,
+                    category: &pc.category.name,
+                    filter: &spec.filter,
+                    units: &mut pc.units,
+                });
+            }
+        }
+    }
+    nextest::assign(&mut placements).map_err(PlanError::usage)
+}
+
+fn category_cwd(config: &Config, category: &Category) -> std::path::PathBuf {
+    match &category.cwd {
+        Some(dir) => config.root.join(dir),
+        None => config.root.clone(),
+    }
+}
+
 fn plan_layer(
     config: &Config,
     layer: &Layer,
     opts: &PlanOptions,
+    discovery: &nextest::Discovery,
     warnings: &mut Vec<String>,
 ) -> Result<PlannedLayer, PlanError> {
     let mut layer = layer.clone();
@@ -387,20 +645,19 @@ fn plan_layer(
     let mut categories = Vec::new();
     for name in &layer.categories {
         let category = config.categories[name].clone();
-        let cwd = match &category.cwd {
-            Some(dir) => config.root.join(dir),
-            None => config.root.clone(),
-        };
+        let cwd = category_cwd(config, &category);
         let units = match &category.kind {
             UnitKind::Command(spec) => commands::command_units(&layer.name, &category, spec, &cwd)
-                .map_err(|message| PlanError {
-                    message: format!("category `{name}`: {message}"),
-                })?,
-            UnitKind::Nextest(_) => {
-                warnings.push(format!(
-                    "category `{name}`: nextest categories are not supported yet; skipped"
-                ));
-                Vec::new()
+                .map_err(|message| PlanError::usage(format!("category `{name}`: {message}")))?,
+            UnitKind::Nextest(spec) => {
+                let tests = discovery.tests(name);
+                if tests.is_empty() {
+                    warnings.push(format!(
+                        "category `{name}` in layer `{}`: nextest filter `{}` selects no test",
+                        layer.name, spec.filter
+                    ));
+                }
+                nextest::units(&layer.name, &category, spec, tests, opts.run_ignored)
             }
         };
         if units.is_empty() && matches!(category.kind, UnitKind::Command(_)) {
@@ -409,8 +666,10 @@ fn plan_layer(
                 layer.name
             ));
         }
-        let skip_reason = (category.requires_real_services && !opts.real_services)
-            .then(|| "requires real services (run with --real-services)".to_string());
+        let skip_reason = (category.requires_real_services && !opts.real_services).then(|| {
+            "requires real services (run with --real-services or RUNNER_REAL_SERVICES=1)"
+                .to_string()
+        });
         categories.push(PlannedCategory {
             category,
             units,
@@ -552,6 +811,213 @@ layers:
         let plan = plan_layers(&cfg, &LayerSelection::Names(vec![]), &opts).unwrap();
         assert_eq!(plan.resumed_past, vec!["lint", "fast"]);
         assert_eq!(stage_names(&plan), vec![vec!["db"], vec!["integ"]]);
+    }
+
+    fn sharded_config() -> (tempfile::TempDir, Config) {
+        let (dir, _) = config("categories: { a: { command: \"true\" } }\n");
+        for i in 0..23 {
+            std::fs::write(dir.path().join(format!("t{i:02}.sh")), "").unwrap();
+        }
+        let path = dir.path().join("layers.yaml");
+        std::fs::write(
+            &path,
+            r#"
+categories:
+  unit: { command: "sh {file}", files: ["t0*.sh", "t1*.sh"] }
+  int: { command: "sh {file}", files: ["t2*.sh"] }
+  e2e: { command: "true" }
+layers:
+  - { name: fast, categories: [unit] }
+  - { name: slow, depends_on: [fast], categories: [int] }
+  - { name: bg, background: true, categories: [e2e] }
+"#,
+        )
+        .unwrap();
+        let cfg = load(&LoadOptions::new(&path)).unwrap_or_else(|e| panic!("{e}"));
+        (dir, cfg)
+    }
+
+    fn ids(plan: &Plan) -> Vec<String> {
+        plan.units().map(|u| u.id.clone()).collect()
+    }
+
+    #[test]
+    fn partition_is_disjoint_complete_and_deterministic() {
+        let (_d, cfg) = sharded_config();
+        let plan = plan_layers(
+            &cfg,
+            &LayerSelection::Mode(ExecutionMode::Hybrid),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let all: BTreeSet<String> = ids(&plan).into_iter().collect();
+        assert_eq!(all.len(), 24);
+        for n in [1, 2, 3, 4, 7, 30] {
+            let mut union = BTreeSet::new();
+            let mut sizes = Vec::new();
+            for k in 1..=n {
+                let shard = ids(&partition(plan.clone(), k, n, &HashMap::new()));
+                assert_eq!(
+                    shard,
+                    ids(&partition(plan.clone(), k, n, &HashMap::new())),
+                    "deterministic"
+                );
+                sizes.push(shard.len());
+                for id in shard {
+                    assert!(union.insert(id.clone()), "{id} in two shards of {n}");
+                }
+            }
+            assert_eq!(union, all, "shards of {n} cover the plan");
+            let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(max - min <= 1, "by count when nothing is known: {sizes:?}");
+        }
+        // The structure stays: every layer and category is still planned.
+        let shard = partition(plan.clone(), 2, 30, &HashMap::new());
+        assert_eq!(stage_names(&shard), stage_names(&plan));
+        assert_eq!(shard.background.len(), 1);
+    }
+
+    #[test]
+    fn partition_balances_known_durations() {
+        let (_d, cfg) = sharded_config();
+        let plan = plan_layers(
+            &cfg,
+            &LayerSelection::Names(vec![]),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let units = ids(&plan);
+        // One long unit, the rest short and unequal; one unit unknown.
+        let mut durations: HashMap<String, Duration> = units
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), Duration::from_millis(100 + 37 * i as u64)))
+            .collect();
+        durations.insert(units[5].clone(), Duration::from_secs(10));
+        durations.remove(&units[0]);
+        let load = |shard: &Plan| -> Duration {
+            ids(shard)
+                .iter()
+                .map(|id| {
+                    durations
+                        .get(id)
+                        .copied()
+                        .unwrap_or(Duration::from_millis(500))
+                })
+                .sum()
+        };
+        let shards: Vec<Plan> = (1..=3)
+            .map(|k| partition(plan.clone(), k, 3, &durations))
+            .collect();
+        let long = shards
+            .iter()
+            .position(|s| ids(s).contains(&units[5]))
+            .unwrap();
+        assert_eq!(
+            ids(&shards[long]),
+            vec![units[5].clone()],
+            "the 10 s unit gets a shard to itself"
+        );
+        let others: Vec<Duration> = shards
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != long)
+            .map(|(_, s)| load(s))
+            .collect();
+        let diff = others[0].abs_diff(others[1]);
+        assert!(diff <= Duration::from_millis(1000), "balanced: {others:?}");
+    }
+
+    #[test]
+    fn units_start_longest_first_unknown_first_and_failures_first_when_asked() {
+        let (_d, cfg) = sharded_config();
+        let mut plan = plan_layers(
+            &cfg,
+            &LayerSelection::Names(vec!["fast".into()]),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let names = |plan: &Plan| -> Vec<String> {
+            plan.stages[0][0].categories[0]
+                .units
+                .iter()
+                .map(|u| u.name.clone())
+                .collect()
+        };
+        let before = names(&plan);
+        assert_eq!(before.len(), 20);
+        // Nothing known: nothing moves.
+        order_units(&mut plan, &Hints::default());
+        assert_eq!(names(&plan), before);
+        let id = |name: &str| format!("fast/unit/{name}");
+        let ms = |ms: u64| Some(Duration::from_millis(ms));
+        let mut hints = Hints::default();
+        // Every unit known and short except t05 (long), t13 (longer) and t19 (failed
+        // last time, short); t07 and t11 unknown.
+        for name in &before {
+            hints.units.insert(
+                id(name),
+                UnitHint {
+                    expected: ms(10),
+                    ..Default::default()
+                },
+            );
+        }
+        hints.units.get_mut(&id("t05.sh")).unwrap().expected = ms(2000);
+        hints.units.get_mut(&id("t13.sh")).unwrap().expected = ms(3000);
+        hints.units.get_mut(&id("t19.sh")).unwrap().failed_last = true;
+        hints.units.remove(&id("t07.sh"));
+        hints.units.remove(&id("t11.sh"));
+        order_units(&mut plan, &hints);
+        let got = names(&plan);
+        assert_eq!(
+            &got[..4],
+            ["t07.sh", "t11.sh", "t13.sh", "t05.sh"],
+            "{got:?}"
+        );
+        let rest: Vec<&String> = before
+            .iter()
+            .filter(|n| !["t07.sh", "t11.sh", "t13.sh", "t05.sh"].contains(&n.as_str()))
+            .collect();
+        assert_eq!(
+            got[4..].iter().collect::<Vec<_>>(),
+            rest,
+            "ties keep plan order"
+        );
+
+        hints.failed_first = true;
+        order_units(&mut plan, &hints);
+        let got = names(&plan);
+        assert_eq!(
+            &got[..5],
+            ["t19.sh", "t07.sh", "t11.sh", "t13.sh", "t05.sh"],
+            "{got:?}"
+        );
+        assert!(hints.rank(&id("t19.sh")) > hints.rank(&id("t07.sh")));
+        assert!(hints.rank(&id("t07.sh")) > hints.rank(&id("t13.sh")));
+        assert!(hints.rank(&id("t13.sh")) > hints.rank(&id("t05.sh")));
+        assert_eq!(hints.rank(&id("t00.sh")), hints.rank(&id("t01.sh")));
+    }
+
+    #[test]
+    fn retain_units_keeps_the_structure() {
+        let (_d, cfg) = sharded_config();
+        let mut plan = plan_layers(
+            &cfg,
+            &LayerSelection::Mode(ExecutionMode::Hybrid),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let stages: Vec<Vec<String>> = stage_names(&plan)
+            .into_iter()
+            .map(|s| s.into_iter().map(String::from).collect())
+            .collect();
+        let left = retain_units(&mut plan, |u| u.name == "t21.sh");
+        assert_eq!(left, 1);
+        assert_eq!(ids(&plan), vec!["slow/int/t21.sh"]);
+        assert_eq!(stage_names(&plan), stages);
+        assert_eq!(plan.background.len(), 1);
+        assert_eq!(retain_units(&mut plan, |_| false), 0);
     }
 
     #[test]

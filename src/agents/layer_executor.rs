@@ -8,12 +8,18 @@
 //! admission. Attempts, timeouts, retries with backoff, the layer deadline and
 //! fail-fast are handled here; every change is an event on the bus.
 //!
+//! Start order: each category takes its units in plan order (longest-first from
+//! history, see [`crate::plan::order_units`]), and across the categories running at
+//! once a [`StartOrder`] lets only the highest-ranked waiting units ask for their layer
+//! slot and admission, so the layer as a whole starts longest-first rather than in the
+//! order the categories' requests happen to reach the resource manager's queue.
+//!
 //! Cancellation is a token tree: the run's token (Ctrl-C, immediate fail-fast,
 //! global timeout) is the parent of each layer's token (its deadline), which is
 //! the parent of each category's token (category fail-fast). Running units watch
 //! the layer token; the category token only stops admission of pending units.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,15 +29,16 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::resource_manager::{AdmissionRequest, ResourceHandle};
+use super::resource_manager::{self, AdmissionRequest, EstimateInputs, ResourceHandle};
 use super::test_orchestrator::evaluate;
 use super::{Health, names};
 use crate::bus::EventBus;
-use crate::config::{Category, Config, FailFast, LayerMode};
+use crate::config::{Category, Config, FailFast, LayerMode, LeakPolicy, UnitKind};
 use crate::discover::{Unit, UnitSpec};
 use crate::event::{EventKind, LayerOutcome, Outcome};
 use crate::exec::{self, ExecLimits, ExecResult, StopHandle, StopReason, Termination, UnitCommand};
-use crate::plan::{PlannedCategory, PlannedLayer};
+use crate::plan::{Hints, PlannedCategory, PlannedLayer, StartRank};
+use crate::report::junit_import;
 
 /// Why the whole run is stopping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +52,11 @@ pub enum StopCause {
     },
     /// `execution.global_timeout_minutes` passed.
     GlobalTimeout,
+    /// A required service did not become ready (exit code 3).
+    ServiceFailed {
+        /// The service.
+        service: String,
+    },
 }
 
 impl StopCause {
@@ -54,6 +66,9 @@ impl StopCause {
             StopCause::Interrupted => "interrupted".into(),
             StopCause::FailFast { layer } => format!("fail-fast: layer `{layer}` failed"),
             StopCause::GlobalTimeout => "global timeout exceeded".into(),
+            StopCause::ServiceFailed { service } => {
+                format!("service `{service}` did not become ready")
+            }
         }
     }
 }
@@ -76,6 +91,8 @@ pub struct RunContext {
     pub stop_cause: Mutex<Option<StopCause>>,
     /// The executor's health record.
     pub health: Arc<Health>,
+    /// What history says about each unit: start order and memory estimates.
+    pub hints: Arc<Hints>,
 }
 
 impl RunContext {
@@ -116,6 +133,107 @@ struct LayerRun {
     deadline_hit: AtomicBool,
     slots: Arc<Semaphore>,
     nice: Option<i32>,
+    order: Arc<StartOrder>,
+}
+
+/// The start order across the categories of a running layer.
+///
+/// A unit that passed its category's gate enters with its [`StartRank`] and asks for
+/// its layer slot and admission only while no waiting unit of the layer ranks higher
+/// (equal ranks ask together, and the resource manager serves them first come, first
+/// served). When a higher-ranked unit arrives, a unit already asking gives up its place
+/// (admission is cancel-safe) and waits again. Each category has at most one unit
+/// waiting here, so this is a merge of the categories' longest-first lists.
+struct StartOrder {
+    /// Ranks of the waiting units, with how many wait at each.
+    waiting: Mutex<BTreeMap<StartRank, usize>>,
+    /// Bumped on every change of `waiting`.
+    changed: watch::Sender<u64>,
+}
+
+impl StartOrder {
+    fn new() -> Self {
+        Self {
+            waiting: Mutex::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn enter(this: &Arc<Self>, rank: StartRank) -> Ticket {
+        *this
+            .waiting
+            .lock()
+            .expect("start order lock")
+            .entry(rank)
+            .or_default() += 1;
+        this.changed.send_modify(|n| *n += 1);
+        Ticket {
+            order: Arc::clone(this),
+            rank,
+        }
+    }
+
+    /// No waiting unit ranks higher than `rank`.
+    fn is_first(&self, rank: StartRank) -> bool {
+        let waiting = self.waiting.lock().expect("start order lock");
+        waiting.keys().next_back().is_none_or(|top| *top <= rank)
+    }
+}
+
+/// A unit's place in its layer's [`StartOrder`]; dropping it leaves.
+struct Ticket {
+    order: Arc<StartOrder>,
+    rank: StartRank,
+}
+
+impl Ticket {
+    /// Runs `attempt` while no waiting unit ranks higher; drops it and waits again
+    /// whenever one arrives.
+    async fn when_first<T, F>(&self, mut attempt: impl FnMut() -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = Option<T>>,
+    {
+        let mut rx = self.order.changed.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if !self.order.is_first(self.rank) {
+                // The sender lives as long as the order: `changed` cannot fail here.
+                let _ = rx.changed().await;
+                continue;
+            }
+            let outranked = async {
+                loop {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    if !self.order.is_first(self.rank) {
+                        return;
+                    }
+                }
+            };
+            // Outranked wins even over a grant in the same instant: the grant is then
+            // dropped, which hands it back (to the unit that outranked this one).
+            tokio::select! {
+                biased;
+                _ = outranked => {}
+                r = attempt() => return r,
+            }
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut waiting = self.order.waiting.lock().expect("start order lock");
+        if let Some(n) = waiting.get_mut(&self.rank) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.rank);
+            }
+        }
+        drop(waiting);
+        self.order.changed.send_modify(|n| *n += 1);
+    }
 }
 
 impl LayerRun {
@@ -173,6 +291,7 @@ pub async fn run_layer(
         deadline_hit: AtomicBool::new(false),
         slots: Arc::new(Semaphore::new(slots)),
         nice,
+        order: Arc::new(StartOrder::new()),
     });
     let deadline = layer.max_duration.map(|d| {
         let run = Arc::clone(&run);
@@ -192,32 +311,51 @@ pub async fn run_layer(
         senders.push(tx);
     }
     let groups = group_indices(&run.planned.categories, layer.execution_mode);
+    // Wait for every category of an earlier group and every in-layer dependency.
+    let waits_of: Vec<Vec<(String, watch::Receiver<Option<bool>>)>> = (0..senders.len())
+        .map(|i| {
+            run.planned
+                .categories
+                .iter()
+                .enumerate()
+                .filter(|(j, other)| {
+                    let dep = run.planned.categories[i]
+                        .category
+                        .depends_on
+                        .contains(&other.category.name);
+                    // A dependency placed in a later group cannot be waited for
+                    // without a deadlock; group order wins there.
+                    groups[*j] < groups[i] || (dep && *j != i && groups[*j] == groups[i])
+                })
+                .map(|(_, other)| {
+                    (
+                        other.category.name.clone(),
+                        done[&other.category.name].clone(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    // The first unit of every category that starts at once enters the start order before
+    // any category asks for admission, so the very first admissions follow it too.
+    let primed: Vec<Option<Ticket>> = run
+        .planned
+        .categories
+        .iter()
+        .zip(&waits_of)
+        .map(|(pc, waits)| {
+            if !waits.is_empty() || pc.skip_reason.is_some() {
+                return None;
+            }
+            let first = pc.units.iter().find(|u| u.skip.is_none())?;
+            Some(StartOrder::enter(&run.order, ctx.hints.rank(&first.id)))
+        })
+        .collect();
     let mut tasks = JoinSet::new();
-    for (i, tx) in senders.into_iter().enumerate() {
+    let per_category = senders.into_iter().zip(waits_of).zip(primed);
+    for (i, ((tx, waits), primed)) in per_category.enumerate() {
         let run = Arc::clone(&run);
         let name = run.planned.categories[i].category.name.clone();
-        // Wait for every category of an earlier group and every in-layer dependency.
-        let waits: Vec<(String, watch::Receiver<Option<bool>>)> = run
-            .planned
-            .categories
-            .iter()
-            .enumerate()
-            .filter(|(j, other)| {
-                let dep = run.planned.categories[i]
-                    .category
-                    .depends_on
-                    .contains(&other.category.name);
-                // A dependency placed in a later group cannot be waited for
-                // without a deadlock; group order wins there.
-                groups[*j] < groups[i] || (dep && *j != i && groups[*j] == groups[i])
-            })
-            .map(|(_, other)| {
-                (
-                    other.category.name.clone(),
-                    done[&other.category.name].clone(),
-                )
-            })
-            .collect();
         let deps = run.planned.categories[i].category.depends_on.clone();
         tasks.spawn(async move {
             let mut blocked: Option<String> = None;
@@ -231,7 +369,7 @@ pub async fn run_layer(
                 }
             }
             let pc = &run.planned.categories[i];
-            let passed = run_category(&run, pc, blocked).await;
+            let passed = run_category(&run, pc, blocked, primed).await;
             let _ = tx.send(Some(passed));
             name
         });
@@ -286,8 +424,14 @@ fn group_indices(categories: &[PlannedCategory], mode: LayerMode) -> Vec<usize> 
     }
 }
 
-/// Run a category's units; returns whether none failed.
-async fn run_category(run: &Arc<LayerRun>, pc: &PlannedCategory, blocked: Option<String>) -> bool {
+/// Run a category's units; returns whether none failed. `primed`: the first unit's
+/// place in the start order, entered when the layer started.
+async fn run_category(
+    run: &Arc<LayerRun>,
+    pc: &PlannedCategory,
+    blocked: Option<String>,
+    mut primed: Option<Ticket>,
+) -> bool {
     let ctx = &run.ctx;
     let cat = &pc.category;
     ctx.emit(EventKind::CategoryStarted {
@@ -303,6 +447,15 @@ async fn run_category(run: &Arc<LayerRun>, pc: &PlannedCategory, blocked: Option
     let mut tasks = JoinSet::new();
     let mut stop_reason: Option<String> = skip_all.clone();
     for unit in &pc.units {
+        if let Some(reason) = &unit.skip {
+            // Known at planning (an ignored Rust test): never started.
+            ctx.emit(EventKind::TestSkipped {
+                unit: unit.id.clone(),
+                reason: reason.clone(),
+            });
+            continue;
+        }
+        let entered = primed.take();
         if stop_reason.is_none() && token.is_cancelled() {
             stop_reason = Some(category_stop_text(run, &token));
         }
@@ -315,17 +468,25 @@ async fn run_category(run: &Arc<LayerRun>, pc: &PlannedCategory, blocked: Option
         }
         let gates = async {
             let c = Arc::clone(&cat_slots).acquire_owned().await.ok()?;
-            let l = Arc::clone(&run.slots).acquire_owned().await.ok()?;
-            let memory_mb = memory_estimate(ctx, cat, &unit.id);
-            let a = ctx
-                .resources
-                .admit(AdmissionRequest {
-                    unit: unit.id.clone(),
-                    layer: run.name().to_string(),
-                    memory_mb,
+            let ticket =
+                entered.unwrap_or_else(|| StartOrder::enter(&run.order, ctx.hints.rank(&unit.id)));
+            let (l, a) = ticket
+                .when_first(|| async {
+                    let l = Arc::clone(&run.slots).acquire_owned().await.ok()?;
+                    let memory_mb = memory_estimate(ctx, cat, &unit.id);
+                    let a = ctx
+                        .resources
+                        .admit(AdmissionRequest {
+                            unit: unit.id.clone(),
+                            layer: run.name().to_string(),
+                            memory_mb,
+                        })
+                        .await
+                        .ok()?;
+                    Some((l, a))
                 })
-                .await
-                .ok()?;
+                .await?;
+            drop(ticket);
             Some((c, l, a))
         };
         let permits = tokio::select! {
@@ -402,13 +563,18 @@ fn apply_fail_fast(run: &LayerRun, category_token: &CancellationToken) {
     }
 }
 
-/// Admission estimate: the declared minimum, or the peak seen for this unit in this run.
+/// Admission estimate: the declared minimum, the peak seen for this unit in this run,
+/// or its peak in recent runs (history), whichever is largest.
 fn memory_estimate(ctx: &RunContext, cat: &Category, unit: &str) -> u64 {
     let seen = ctx
         .bus
-        .with_state(|s| s.units.get(unit).and_then(|u| u.peak_memory_mb))
-        .unwrap_or(0);
-    cat.min_memory_mb.unwrap_or(0).max(seen)
+        .with_state(|s| s.units.get(unit).and_then(|u| u.peak_memory_mb));
+    resource_manager::memory_estimate(&EstimateInputs {
+        declared_mb: cat.min_memory_mb,
+        peak_this_run_mb: seen,
+        history_mb: ctx.hints.peak_memory_mb(unit),
+        limit_mb: cat.max_memory_mb,
+    })
 }
 
 /// Run all attempts of a unit. Returns the final outcome (None when skipped).
@@ -432,7 +598,7 @@ async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome
             tail_bytes: exec_cfg.output_tail_bytes,
             log_max_bytes: exec_cfg.log_file_max_bytes,
         };
-        let result = run_attempt(run, unit, cat, attempt, &cmd, &limits).await;
+        let (result, peak_memory_mb) = run_attempt(run, unit, cat, attempt, &cmd, &limits).await;
         let (outcome, report) = match result {
             Ok(r) => judge(r, cat, run),
             Err(e) => (
@@ -456,7 +622,7 @@ async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome
             duration_ms: report.duration_ms,
             exit_code: report.exit_code,
             signal: report.signal,
-            peak_memory_mb: None,
+            peak_memory_mb,
             message: report.message,
             output_tail: (!outcome.is_pass()).then_some(report.output_tail),
             log: Some(cmd.log_path.to_string_lossy().into_owned()),
@@ -467,6 +633,7 @@ async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome
                 processes: report.leaked,
             });
         }
+        import_junit(ctx, unit, attempt, outcome).await;
         if !will_retry {
             return Some(outcome);
         }
@@ -479,11 +646,9 @@ async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome
     None
 }
 
-fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> UnitCommand {
-    let ctx = &run.ctx;
-    let safe: String = unit
-        .id
-        .chars()
+/// A unit id as a file name (logs, JUnit files).
+fn file_safe(id: &str) -> String {
+    id.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
                 c
@@ -491,7 +656,29 @@ fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> Un
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The `test_case` events (or a warning) from the attempt's `{junit}` file, if it has one.
+async fn import_junit(ctx: &RunContext, unit: &Unit, attempt: u32, outcome: Outcome) {
+    if !matches!(&unit.spec, UnitSpec::Shell(c) if junit_import::uses_junit(c)) {
+        return;
+    }
+    let path = junit_import::junit_path(&ctx.run_dir, &file_safe(&unit.id), attempt);
+    let (id, cwd, root) = (unit.id.clone(), unit.cwd.clone(), ctx.config.root.clone());
+    let events = tokio::task::spawn_blocking(move || {
+        junit_import::import_events(&id, attempt, &path, &cwd, &root, outcome)
+    })
+    .await
+    .unwrap_or_default();
+    for e in events {
+        ctx.emit(e);
+    }
+}
+
+fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> UnitCommand {
+    let ctx = &run.ctx;
+    let safe = file_safe(&unit.id);
     let mut env: Vec<(String, String)> = cat
         .env
         .iter()
@@ -505,7 +692,18 @@ fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> Un
         ("RUNNER_CATEGORY".to_string(), unit.category.clone()),
         ("RUNNER_ATTEMPT".to_string(), attempt.to_string()),
     ]);
+    if matches!(unit.spec, UnitSpec::Program { .. }) {
+        // Rust tests (nextest kind) read nextest's name for the attempt number.
+        env.push(("NEXTEST_ATTEMPT".to_string(), attempt.to_string()));
+    }
     let (shell_command, program) = match &unit.spec {
+        UnitSpec::Shell(cmd) if junit_import::uses_junit(cmd) => {
+            let junit = junit_import::junit_path(&ctx.run_dir, &safe, attempt);
+            if let Err(e) = junit_import::prepare(&junit) {
+                tracing::warn!("cannot prepare {}: {e}", junit.display());
+            }
+            (Some(junit_import::substitute(cmd, &junit)), None)
+        }
         UnitSpec::Shell(cmd) => (Some(cmd.clone()), None),
         UnitSpec::Program { path, args } => (None, Some((path.clone(), args.clone()))),
     };
@@ -520,11 +718,13 @@ fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> Un
             .join(format!("{safe}.{attempt}.log")),
         unit_token: format!("{}:{}:{attempt}", ctx.bus.run_id(), unit.id),
         nice: run.nice,
-        rlimit_as_mb: None,
+        rlimit_as_mb: cat.rlimit_as_mb,
     }
 }
 
-/// Run one attempt, watching the layer token, a second Ctrl-C and the slow threshold.
+/// Run one attempt, watching the layer token, a second Ctrl-C and the slow threshold;
+/// the resource manager measures it (and stops it past `max_memory_mb`) and returns its
+/// peak memory.
 async fn run_attempt(
     run: &LayerRun,
     unit: &Unit,
@@ -532,13 +732,16 @@ async fn run_attempt(
     attempt: u32,
     cmd: &UnitCommand,
     limits: &ExecLimits,
-) -> std::io::Result<ExecResult> {
+) -> (std::io::Result<ExecResult>, Option<u64>) {
     let ctx = &run.ctx;
     let stop = StopHandle::new();
     let bus = ctx.bus.clone();
     let id = unit.id.clone();
     let started = Instant::now();
+    let tracker = ctx.resources.tracker(&unit.id, cat.max_memory_mb, &stop);
+    let notice = tracker.notice();
     let fut = exec::run_unit(cmd, limits, &stop, move |pid| {
+        notice.spawned(pid, &cmd.unit_token);
         bus.emit(
             names::EXECUTOR,
             EventKind::TestStarted {
@@ -557,9 +760,9 @@ async fn run_attempt(
     };
     tokio::pin!(slow);
     let (mut stopping, mut killing, mut warned) = (false, false, false);
-    loop {
+    let result = loop {
         tokio::select! {
-            r = &mut fut => return r,
+            r = &mut fut => break r,
             _ = run.token.cancelled(), if !stopping => {
                 stopping = true;
                 stop.stop(run.stop_reason());
@@ -577,7 +780,8 @@ async fn run_attempt(
                 });
             }
         }
-    }
+    };
+    (result, tracker.finish().await)
 }
 
 #[derive(Default)]
@@ -637,6 +841,13 @@ fn judge(r: ExecResult, cat: &Category, run: &LayerRun) -> (Outcome, Report) {
             Outcome::Cancelled
         }
     };
+    // `leak: fail` (nextest categories): a test that passed but left processes behind fails.
+    let leak_fails =
+        matches!(&cat.kind, UnitKind::Nextest(spec) if spec.leak == LeakPolicy::Fail);
+    if outcome == Outcome::Passed && leak_fails && !report.leaked.is_empty() {
+        report.message = Some(format!("leaked {} process(es)", report.leaked.len()));
+        return (Outcome::Failed, report);
+    }
     (outcome, report)
 }
 
@@ -661,6 +872,55 @@ fn tail_text(r: &ExecResult, max: usize) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn start_order_lets_the_highest_ranked_waiting_unit_ask_first() {
+        use crate::plan::UnitHint;
+        let mut hints = Hints::default();
+        for (id, ms) in [("short", 10), ("long", 1000)] {
+            hints.units.insert(
+                id.into(),
+                UnitHint {
+                    expected: Some(std::time::Duration::from_millis(ms)),
+                    ..Default::default()
+                },
+            );
+        }
+        let order = Arc::new(StartOrder::new());
+        let slots = Arc::new(Semaphore::new(0));
+        let got: Mutex<Vec<&str>> = Mutex::default();
+        let waiting = || order.waiting.lock().unwrap().values().sum::<usize>();
+        let ask = |name: &'static str, after: usize| {
+            let (order, slots, hints, got) = (&order, &slots, &hints, &got);
+            async move {
+                // Enter once `after` units wait (the short unit asks first).
+                while waiting() < after {
+                    tokio::task::yield_now().await;
+                }
+                let ticket = StartOrder::enter(order, hints.rank(name));
+                let permit = ticket
+                    .when_first(|| async { Arc::clone(slots).acquire_owned().await.ok() })
+                    .await;
+                drop(ticket);
+                got.lock().unwrap().push(name);
+                permit
+            }
+        };
+        let release = async {
+            while waiting() < 2 {
+                tokio::task::yield_now().await;
+            }
+            slots.add_permits(1);
+            while got.lock().unwrap().len() < 1 {
+                tokio::task::yield_now().await;
+            }
+            slots.add_permits(1);
+        };
+        let (short, long, ()) = tokio::join!(ask("short", 0), ask("long", 1), release);
+        assert!(short.is_some() && long.is_some());
+        assert_eq!(*got.lock().unwrap(), vec!["long", "short"]);
+        assert_eq!(waiting(), 0, "tickets leave when dropped");
+    }
+
     #[test]
     fn groups_follow_execution_mode() {
         let cat = |name: &str, order: i64| PlannedCategory {
@@ -678,6 +938,7 @@ mod tests {
                 retries: 0,
                 min_memory_mb: None,
                 max_memory_mb: None,
+                rlimit_as_mb: None,
                 critical: false,
                 env: Default::default(),
                 depends_on: vec![],

@@ -1,9 +1,12 @@
 //! ProgressStreamerAgent: the run's outputs that follow the event stream live.
 //!
 //! It subscribes to the bus and feeds the console renderer and the JSON-lines
-//! writers (`events.jsonl` in the run directory, `--events PATH`). Each output is
-//! its own task with its own subscription, so a slow terminal never delays the
-//! event file and neither ever delays the run.
+//! writers (`events.jsonl` in the run directory, `--events PATH`), and starts the
+//! progress server ([`crate::server`]: viewer page, WebSocket stream, `/status`,
+//! `/metrics`) when one is asked for. Each output is its own task with its own
+//! subscription, so a slow terminal never delays the event file, a slow viewer
+//! never delays anything, and none of them ever delays the run. When the server's
+//! address cannot be bound the agent degrades to console-only and the run goes on.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::{AgentHandle, Health, names, spawn_heartbeat};
 use crate::bus::EventBus;
 use crate::cli::ProgressMode;
+use crate::event::EventKind;
 use crate::report::{console, jsonl};
+use crate::server::{self, ProgressServer, ServerSettings};
 
 /// What the streamer writes.
 #[derive(Debug, Clone)]
@@ -26,26 +31,83 @@ pub struct StreamerSettings {
     pub colour: bool,
     /// JSON-lines files.
     pub event_files: Vec<PathBuf>,
+    /// The progress server, when one is asked for.
+    pub server: Option<ServerSettings>,
 }
 
 /// The running outputs; `finish` waits until they have written everything.
 pub struct Streamer {
     console: JoinHandle<()>,
     files: JoinHandle<std::io::Result<()>>,
+    server: Option<ProgressServer>,
     health: Arc<Health>,
 }
 
 impl Streamer {
-    /// Wait for the outputs to drain (call after the bus is closed).
-    pub async fn finish(self) {
-        let _ = self.console.await;
-        match self.files.await {
-            Ok(Err(e)) => {
-                self.health.error(format!("event file: {e}"));
-                eprintln!("runner: could not write events: {e}");
+    /// The viewer URL of the progress server, when it is serving.
+    pub fn progress_url(&self) -> Option<String> {
+        self.server.as_ref().map(ProgressServer::url)
+    }
+
+    /// Wait for the outputs to drain (call after the bus is closed): the console and
+    /// the event files are complete, and every viewer got the run's last event
+    /// (bounded). Returns the progress server, still serving the final state: stop
+    /// it with [`ProgressServer::finish`] (which lingers if `--websocket-linger` asks).
+    pub async fn finish(self) -> Option<ProgressServer> {
+        let flush = async {
+            if let Some(s) = &self.server {
+                s.flush().await;
             }
-            Err(e) => self.health.error(format!("event writer: {e}")),
-            Ok(Ok(())) => {}
+        };
+        let outputs = async {
+            let _ = self.console.await;
+            match self.files.await {
+                Ok(Err(e)) => {
+                    self.health.error(format!("event file: {e}"));
+                    eprintln!("runner: could not write events: {e}");
+                }
+                Err(e) => self.health.error(format!("event writer: {e}")),
+                Ok(Ok(())) => {}
+            }
+        };
+        tokio::join!(flush, outputs);
+        self.server
+    }
+}
+
+/// Start the progress server, or degrade to console-only when it cannot bind.
+fn start_server(
+    bus: &EventBus,
+    settings: &ServerSettings,
+    health: &Health,
+) -> Option<ProgressServer> {
+    match server::start(bus, settings) {
+        Ok(s) => {
+            eprintln!("runner: progress at {} ({})", s.url(), s.ws_url());
+            Some(s)
+        }
+        Err(e) => {
+            let why = format!(
+                "cannot serve live progress on {}: {e}; continuing console-only",
+                settings.addr
+            );
+            eprintln!("runner: {why}");
+            health.degrade(why.clone());
+            // Events start with `run_started`: warn right after it.
+            let mut rx = bus.subscribe();
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                if rx.recv().await.is_some() {
+                    bus.emit(
+                        names::STREAMER,
+                        EventKind::Warning {
+                            message: why,
+                            unit: None,
+                        },
+                    );
+                }
+            });
+            None
         }
     }
 }
@@ -60,6 +122,10 @@ pub fn start(bus: &EventBus, settings: StreamerSettings) -> (Streamer, AgentHand
         settings.colour,
     ));
     let files = tokio::spawn(jsonl::write_events(bus.subscribe(), settings.event_files));
+    let server = settings
+        .server
+        .as_ref()
+        .and_then(|s| start_server(bus, s, &health));
     let beat = spawn_heartbeat(
         Arc::clone(&health),
         shutdown.clone(),
@@ -69,6 +135,7 @@ pub fn start(bus: &EventBus, settings: StreamerSettings) -> (Streamer, AgentHand
         Streamer {
             console,
             files,
+            server,
             health: Arc::clone(&health),
         },
         AgentHandle {

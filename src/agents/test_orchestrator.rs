@@ -217,6 +217,7 @@ mod tests {
                 layer: "l".into(),
                 category: category.into(),
                 name: i.to_string(),
+                expected_ms: None,
             })
             .collect();
         let mut seq = 0;

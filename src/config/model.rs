@@ -64,6 +64,9 @@ pub struct Execution {
     pub output_tail_bytes: usize,
     /// Cap on a unit's log file under `.runner/runs/<id>/logs/`. Default 8 MiB.
     pub log_file_max_bytes: u64,
+    /// Run categories with `requires_real_services` without `--real-services`
+    /// (typically set by an environment overlay). Default false.
+    pub real_services: bool,
 }
 
 /// A service a layer may require (`services:`).
@@ -129,6 +132,8 @@ pub struct Category {
     pub min_memory_mb: Option<u64>,
     /// Hard memory limit of one unit's process tree in MiB.
     pub max_memory_mb: Option<u64>,
+    /// `RLIMIT_AS` (address space) of each unit process in MiB: a backstop the kernel enforces.
+    pub rlimit_as_mb: Option<u64>,
     /// A failure here fails the layer whatever the success criteria say.
     pub critical: bool,
     /// Extra environment variables for the units.

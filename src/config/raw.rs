@@ -39,6 +39,7 @@ pub(crate) struct RawExecution {
     pub output_head_bytes: Option<Located<i64>>,
     pub output_tail_bytes: Option<Located<i64>>,
     pub log_file_max_mb: Option<Located<i64>>,
+    pub real_services: Option<bool>,
 }
 
 /// `services.NAME:`.
@@ -77,6 +78,7 @@ pub(crate) struct RawCategory {
     pub retries: Option<Located<i64>>,
     pub min_memory_mb: Option<Located<i64>>,
     pub max_memory_mb: Option<Located<i64>>,
+    pub rlimit_as_mb: Option<Located<i64>>,
     pub critical: Option<bool>,
     pub env: Option<Entries<EnvValue>>,
     pub depends_on: Option<Names>,

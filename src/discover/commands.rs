@@ -24,6 +24,7 @@ pub fn command_units(
         spec: UnitSpec::Shell(command),
         cwd: cwd.to_path_buf(),
         env: Vec::new(),
+        skip: None,
     };
     if spec.files.is_empty() {
         return Ok(vec![unit(&category.name, spec.command.clone())]);
@@ -81,6 +82,7 @@ mod tests {
             retries: 0,
             min_memory_mb: None,
             max_memory_mb: None,
+            rlimit_as_mb: None,
             critical: false,
             env: Default::default(),
             depends_on: vec![],

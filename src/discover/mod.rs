@@ -1,8 +1,10 @@
 //! Discovery: turning a category into its units.
 //!
 //! - [`commands`]: `command:` categories, one unit or one per matching file.
+//! - [`nextest`]: `nextest:` categories, one unit per Rust test listed by `cargo nextest list`.
 
 pub mod commands;
+pub mod nextest;
 
 use std::path::PathBuf;
 
@@ -37,6 +39,9 @@ pub struct Unit {
     pub cwd: PathBuf,
     /// Extra environment (on top of the category's).
     pub env: Vec<(String, String)>,
+    /// Known before the run: the unit is reported skipped with this reason instead of
+    /// running (an `#[ignore]`d Rust test without `--run-ignored`).
+    pub skip: Option<String>,
 }
 
 impl Unit {

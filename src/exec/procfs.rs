@@ -95,6 +95,68 @@ pub(crate) fn snapshot() -> Vec<ProcInfo> {
     .collect()
 }
 
+/// The processes a unit scan looks at.
+///
+/// While the runner is a child subreaper, every process a unit starts stays in the
+/// runner's subtree (an orphan is reparented to its nearest subreaper ancestor), so the
+/// runner's descendants are all a scan needs: a few reads instead of one per process on
+/// the machine, which matters because a scan follows every unit (on a busy machine the
+/// full scans were most of the runner's CPU). Without the subreaper, or without the
+/// `children` files (`CONFIG_PROC_CHILDREN`), every process in `/proc`.
+pub(crate) fn scan() -> Vec<ProcInfo> {
+    if super::reaper::is_subreaper()
+        && let Some(tree) = descendants(std::process::id())
+    {
+        return tree;
+    }
+    snapshot()
+}
+
+/// Every descendant of `root` (not `root` itself), zombies included, found through the
+/// `/proc/PID/task/TID/children` files. `None` when `root` has no readable `children` file.
+pub(crate) fn descendants(root: u32) -> Option<Vec<ProcInfo>> {
+    let mut stack = children_of(root)?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        // Gone since its parent's list was read: nothing to find under it either.
+        let Some(info) = read_stat(pid) else { continue };
+        // A zombie's children were reparented when it exited. Not opening its `task`
+        // directory also matters for speed: reaping a process whose /proc entries are
+        // open elsewhere makes the kernel wait for them (`shrink_dcache_parent`).
+        if info.is_live() {
+            stack.extend(children_of(pid).unwrap_or_default());
+        }
+        out.push(info);
+    }
+    Some(out)
+}
+
+/// The children of every thread of `pid`; `None` when no `children` file could be read.
+fn children_of(pid: u32) -> Option<Vec<u32>> {
+    // The directory is closed before the files are read: open /proc entries slow down
+    // the reaping of their process (see `descendants`).
+    let tasks: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .map(|t| t.path().join("children"))
+        .collect();
+    let mut found = None;
+    for children in tasks {
+        // A thread that exits meanwhile has handed its children to another thread.
+        let Ok(list) = std::fs::read_to_string(children) else {
+            continue;
+        };
+        found
+            .get_or_insert_with(Vec::new)
+            .extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    found
+}
+
 /// True when the NUL-separated environment block contains exactly the entry `needle`.
 pub(crate) fn environ_contains(environ: &[u8], needle: &[u8]) -> bool {
     environ.split(|b| *b == 0).any(|entry| entry == needle)
@@ -174,7 +236,7 @@ pub(crate) fn unit_members(pgid: u32, token: &str) -> Vec<ProcInfo> {
 /// Sorted by pid. The runner's own process and init are never included. An empty `token`
 /// disables the environment rule.
 pub(crate) fn find_unit(pgid: u32, token: &str) -> Vec<ProcInfo> {
-    find_unit_in(&snapshot(), pgid, token, std::process::id(), |pid| {
+    find_unit_in(&scan(), pgid, token, std::process::id(), |pid| {
         // SAFETY: geteuid cannot fail and has no arguments.
         let euid = unsafe { libc::geteuid() };
         if may_inspect(pid, euid) {
@@ -290,6 +352,34 @@ mod tests {
         assert_eq!(p.start_time, 987654);
         assert!(p.is_live());
         assert!(!p.is_kernel_thread());
+    }
+
+    #[test]
+    fn descendants_include_grandchildren() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let found = loop {
+            let tree = descendants(std::process::id()).expect("children files readable");
+            if tree.iter().any(|p| p.ppid == pid) {
+                break tree;
+            }
+            assert!(std::time::Instant::now() < deadline, "no grandchild: {tree:?}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        let me = found.iter().find(|p| p.pid == pid).expect("the child itself");
+        assert_eq!(me.ppid, std::process::id());
+        assert!(found.iter().all(|p| p.pid != std::process::id()));
     }
 
     #[test]

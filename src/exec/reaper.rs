@@ -34,6 +34,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -77,7 +78,18 @@ fn registry() -> MutexGuard<'static, Registry> {
 ///
 /// The `prctl` error, if the kernel refuses (it does not in practice).
 pub fn become_subreaper() -> io::Result<()> {
-    unix::set_child_subreaper()
+    unix::set_child_subreaper()?;
+    SUBREAPER.store(cfg!(target_os = "linux"), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Set once [`become_subreaper`] succeeded: unit scans may then stay in the runner's
+/// subtree ([`procfs::scan`]).
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
+/// True when this process is a child subreaper (set by [`become_subreaper`]).
+pub(crate) fn is_subreaper() -> bool {
+    SUBREAPER.load(Ordering::Relaxed)
 }
 
 /// Spawns a unit leader and registers it (leader and group) under the registry lock.
@@ -122,11 +134,11 @@ pub(crate) fn note_members(pgid: u32, procs: &[ProcInfo]) {
 /// not a unit leader and that belongs to a unit (see the module docs). Returns how many
 /// were reaped.
 ///
-/// Cheap (one scan of `/proc/*/stat`). Call it after every unit ends (`run_unit` does)
+/// Cheap (one [`procfs::scan`]). Call it after every unit ends (`run_unit` does)
 /// and periodically ([`reap_orphans_until`]).
 pub fn reap_adopted_orphans() -> usize {
     let me = std::process::id();
-    let all = procfs::snapshot();
+    let all = procfs::scan();
     let mut reg = registry();
     let Registry {
         leaders,

@@ -68,6 +68,16 @@ fn secs(ms: u64) -> String {
     format!("{:>8.3}s", ms as f64 / 1000.0)
 }
 
+/// An expected remaining time (history's ETA): `12.3s`, `4m05s`, `1h02m`.
+pub fn eta_text(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{:.1}s", ms as f64 / 1000.0),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// The line printed for a finished attempt (None for nothing to print).
 pub fn unit_line(state: &RunState, event: &Event, p: Palette) -> Option<String> {
     let EventKind::TestFinished {
@@ -144,19 +154,29 @@ pub fn structure_lines(state: &RunState, event: &Event, p: Palette) -> Vec<Strin
             slots,
             ..
         } => vec![p.bold(&format!(
-            "runner: run {} · mode {mode} · env {environment} · {} units · {slots} slots",
+            "runner: run {} · mode {mode} · env {environment} · {} units · {slots} slots{}",
             event.run_id,
-            units.len()
+            units.len(),
+            state
+                .eta_ms
+                .map(|ms| format!(" · ~{} expected", eta_text(ms)))
+                .unwrap_or_default()
         ))],
         EventKind::LayerStarted {
             layer,
             units,
             background,
         } => vec![format!(
-            "{} {}{} ({units} units)",
+            "{} {}{} ({units} units{})",
             p.bold("──"),
             p.bold(&format!("layer {layer}")),
-            if *background { " [background]" } else { "" }
+            if *background { " [background]" } else { "" },
+            state
+                .layers
+                .get(layer)
+                .and_then(|l| l.eta_ms)
+                .map(|ms| format!(", ~{} expected", eta_text(ms)))
+                .unwrap_or_default()
         )],
         EventKind::LayerFinished {
             layer,
@@ -213,6 +233,29 @@ pub fn structure_lines(state: &RunState, event: &Event, p: Palette) -> Vec<Strin
                 )]
             }
         }
+        EventKind::TestCase {
+            unit,
+            name,
+            classname,
+            outcome,
+            message,
+            ..
+        } if outcome.is_failure() => vec![format!(
+            "{:>9} {unit} › {}{name}{}",
+            p.red(if *outcome == crate::event::CaseOutcome::Error {
+                "ERROR"
+            } else {
+                "FAIL"
+            }),
+            classname
+                .as_ref()
+                .map(|c| format!("{c}::"))
+                .unwrap_or_default(),
+            message
+                .as_ref()
+                .map(|m| format!(": {}", m.lines().next().unwrap_or("")))
+                .unwrap_or_default()
+        )],
         EventKind::TestSlow { unit, elapsed_ms } => vec![format!(
             "{:>9} [{}] {unit} is running long",
             p.yellow("SLOW"),
@@ -281,6 +324,7 @@ pub fn final_lines(state: &RunState, p: Palette) -> Vec<String> {
             u.attempts
         ));
     }
+    out.extend(state.tests_line());
     out.push(state.summary_line());
     out
 }
@@ -412,7 +456,11 @@ impl RichView {
             } else {
                 String::new()
             };
-            bar.set_message(format!("{failed}{}", running.join(", ")));
+            let eta = l
+                .eta_ms
+                .map(|ms| format!("~{} left · ", eta_text(ms)))
+                .unwrap_or_default();
+            bar.set_message(format!("{failed}{eta}{}", running.join(", ")));
         }
     }
 
@@ -444,6 +492,47 @@ mod tests {
     }
 
     #[test]
+    fn layer_lines_show_the_eta_when_history_knows() {
+        assert_eq!(eta_text(12_345), "12.3s");
+        assert_eq!(eta_text(245_000), "4m05s");
+        assert_eq!(eta_text(3_720_000), "1h02m");
+        let p = Palette::new(false);
+        let mut s = RunState::default();
+        let started = ev(
+            1,
+            EventKind::RunStarted {
+                mode: "layers".into(),
+                environment: "test".into(),
+                config: "c".into(),
+                layers: vec!["l".into()],
+                slots: 1,
+                units: vec![PlannedUnit {
+                    id: "l/c/u".into(),
+                    layer: "l".into(),
+                    category: "c".into(),
+                    name: "u".into(),
+                    expected_ms: Some(3000),
+                }],
+                pid: 1,
+            },
+        );
+        s.apply(&started);
+        let lines = structure_lines(&s, &started, p);
+        assert!(lines[0].ends_with("1 slots · ~3.0s expected"), "{lines:?}");
+        let layer = ev(
+            2,
+            EventKind::LayerStarted {
+                layer: "l".into(),
+                background: false,
+                units: 1,
+            },
+        );
+        s.apply(&layer);
+        let lines = structure_lines(&s, &layer, p);
+        assert!(lines[0].ends_with("(1 units, ~3.0s expected)"), "{lines:?}");
+    }
+
+    #[test]
     fn lines_for_pass_retry_flaky_and_failure() {
         let mut s = RunState::default();
         s.apply(&ev(
@@ -459,6 +548,7 @@ mod tests {
                     layer: "l".into(),
                     category: "c".into(),
                     name: "u".into(),
+                    expected_ms: None,
                 }],
                 pid: 1,
             },

@@ -40,6 +40,9 @@ pub struct RunInfo {
     pub config: String,
     /// Start (RFC 3339).
     pub started_at: String,
+    /// The progress server's viewer URL (`http://ADDR/`), when it serves the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_url: Option<String>,
 }
 
 /// The `.runner/` directory of a project root.

@@ -4,8 +4,14 @@
 //! - [`jsonl`]: events as JSON lines (`events.jsonl`, `--events PATH`).
 //! - [`files`]: atomic file writes and the run directory (`summary.json`, `run.json`).
 //! - [`status`]: `--show-layers` and `--orchestration-status`.
+//! - [`junit`]: JUnit XML out (`--junit PATH`) and `merge-junit`.
+//! - [`junit_import`]: JUnit XML in (`{junit}` in a command), and durations for `--partition`.
+//! - [`github`]: GitHub Actions annotations and job summary.
 
 pub mod console;
 pub mod files;
+pub mod github;
+pub mod junit;
+pub mod junit_import;
 pub mod jsonl;
 pub mod status;

@@ -188,7 +188,7 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
     let in_progress: Vec<_> = runs
         .iter()
         .filter(|(_, info, summary)| summary.is_none() && files::pid_alive(info.pid))
-        .map(|(dir, info, _)| json!({"run_id": info.run_id, "pid": info.pid, "mode": info.mode, "started_at": info.started_at, "dir": dir}))
+        .map(|(dir, info, _)| json!({"run_id": info.run_id, "pid": info.pid, "mode": info.mode, "started_at": info.started_at, "dir": dir, "resources": resource_manager::last_sample(&dir.join("events.jsonl"))}))
         .collect();
     let last = runs.iter().find_map(|(dir, _, summary)| {
         summary.as_ref().map(|s| {
@@ -215,9 +215,17 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
             "services": c.services.keys().collect::<Vec<_>>(),
             "slots": slots(cli.jobs, c),
             "memory_budget_mb": c.execution.max_memory_mb,
+            "budgets": resource_manager::budgets_view(c, slots(cli.jobs, c)),
         }),
         None => json!({"path": cli.config, "found": false}),
     };
+    let background = crate::background::commands::overview(
+        &crate::background::Store::new(&root),
+        config
+            .as_ref()
+            .map(|c| c.agents.background_e2e.max_concurrent),
+        3,
+    );
     if cli.json {
         let out = json!({
             "agents": agents,
@@ -225,6 +233,7 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
             "system": system,
             "runs_in_progress": in_progress,
             "last_run": last,
+            "background": background,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
@@ -258,6 +267,7 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
                 );
                 println!("  environments: {}", c.environments_available.join(", "));
                 println!("  slots: {}", slots(cli.jobs, c));
+                print_budgets(&resource_manager::budgets_view(c, slots(cli.jobs, c)));
             }
             None => println!("configuration: {} (not loaded)", cli.config.display()),
         }
@@ -282,6 +292,16 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
                     r["pid"],
                     r["mode"].as_str().unwrap_or("")
                 );
+                if let Some(s) = r["resources"].as_object() {
+                    println!(
+                        "    use: {} running, {} MiB admitted, {} MiB used, {} MiB available, cpu {:.0}%",
+                        s["running"],
+                        s["admitted_memory_mb"],
+                        s["used_memory_mb"],
+                        s["available_memory_mb"],
+                        s["cpu_percent"].as_f64().unwrap_or(0.0)
+                    );
+                }
             }
         }
         match &last {
@@ -293,6 +313,7 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
             ),
             None => println!("last run: none"),
         }
+        crate::background::commands::print_overview(&background);
     }
     if config.is_some() {
         exit_code::PASSED
@@ -301,15 +322,56 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
     }
 }
 
+/// The budgets lines of `--orchestration-status` (from [`resource_manager::budgets_view`]).
+fn print_budgets(b: &serde_json::Value) {
+    let mb = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |n| format!("{n} MiB"));
+    let pct = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |n| format!("{n}%"));
+    println!(
+        "  budgets: {} slots on {} cores, memory {}, cpu {}; sampling every {} ms, pause under {}% available",
+        b["slots"],
+        b["cores"],
+        mb(&b["max_memory_mb"]),
+        pct(&b["max_cpu_percent"]),
+        b["sample_interval_ms"],
+        b["memory_pressure_percent"]
+    );
+    for l in b["layers"].as_array().into_iter().flatten() {
+        if l["slots"].is_null() && l["max_memory_mb"].is_null() {
+            continue;
+        }
+        println!(
+            "    layer {}: {} slots, memory {}",
+            l["name"].as_str().unwrap_or(""),
+            l["slots"]
+                .as_u64()
+                .map_or("-".to_string(), |n| n.to_string()),
+            mb(&l["max_memory_mb"])
+        );
+    }
+    for c in b["categories"].as_array().into_iter().flatten() {
+        if c["min_memory_mb"].is_null()
+            && c["max_memory_mb"].is_null()
+            && c["rlimit_as_mb"].is_null()
+        {
+            continue;
+        }
+        println!(
+            "    category {}: estimate {}, limit {}, rlimit_as {}",
+            c["name"].as_str().unwrap_or(""),
+            mb(&c["min_memory_mb"]),
+            mb(&c["max_memory_mb"]),
+            mb(&c["rlimit_as_mb"])
+        );
+    }
+}
+
 /// Start every agent in-process, give them a heartbeat's time, report, stop them.
 async fn check_agents(config: Option<&Config>) -> Vec<HealthReport> {
     let mut handles: Vec<AgentHandle> = Vec::new();
-    let (_rm, rm_agent) = resource_manager::start(ResourceSettings {
-        slots: 1,
-        memory_budget_mb: None,
-        layer_budgets_mb: Default::default(),
-        bypass_window: Duration::from_secs(1),
-    });
+    let (_rm, rm_agent) = resource_manager::start(
+        ResourceSettings::slots_only(1),
+        &crate::bus::EventBus::new("status", None),
+    );
     handles.push(rm_agent);
     if let Some(c) = config {
         let (_o, agent) =

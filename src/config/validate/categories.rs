@@ -99,6 +99,12 @@ impl Validator<'_> {
                     .unwrap_or(0) as u32,
                 min_memory_mb,
                 max_memory_mb,
+                rlimit_as_mb: self.int(
+                    &c.rlimit_as_mb,
+                    false,
+                    max,
+                    &format!("`rlimit_as_mb` of {ctx}"),
+                ),
                 critical: c.critical.unwrap_or(false),
                 env: env_map(&c.env),
                 depends_on,

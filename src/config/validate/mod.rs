@@ -319,6 +319,7 @@ impl Validator<'_> {
                 )
                 .unwrap_or(8)
                 << 20,
+            real_services: r.real_services.unwrap_or(false),
         }
     }
 
