@@ -357,7 +357,7 @@ impl Agent {
             }
             None => {}
         }
-        if self.samples % self.publish_every == 0 {
+        if self.samples.is_multiple_of(self.publish_every) {
             self.emit(EventKind::ResourceSample {
                 running: self.tracked.len(),
                 admitted_memory_mb: self.budgets.memory_used(),
