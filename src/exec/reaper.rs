@@ -159,11 +159,10 @@ pub fn reap_adopted_orphans() -> usize {
             // Adopted after leaving its group: recognise it by its token while it is
             // alive (a zombie's environment can no longer be read).
             let environ = procfs::read_environ(p.pid);
-            if let Some(token) = procfs::token_in_environ(&environ) {
-                if units.values().any(|u| u.token.as_bytes() == token) {
+            if let Some(token) = procfs::token_in_environ(&environ)
+                && units.values().any(|u| u.token.as_bytes() == token) {
                     seen.insert((p.pid, p.start_time));
                 }
-            }
         }
     }
     // Forget what no longer exists; retire finished units whose group is empty.

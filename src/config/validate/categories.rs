@@ -31,18 +31,15 @@ impl Validator<'_> {
                 &format!("`max_memory_mb` of {ctx}"),
             );
             if let (Some(lo), Some(hi), Some(l)) = (min_memory_mb, max_memory_mb, &c.min_memory_mb)
-            {
-                if lo > hi {
+                && lo > hi {
                     self.err(
                         l.loc,
                         format!("`min_memory_mb` of {ctx} ({lo}) is greater than its `max_memory_mb` ({hi})"),
                     );
                 }
-            }
             if let (Some(hi), Some(global), Some(l)) =
                 (max_memory_mb, global_memory, &c.max_memory_mb)
-            {
-                if hi > global {
+                && hi > global {
                     self.err(
                         l.loc,
                         format!(
@@ -50,7 +47,6 @@ impl Validator<'_> {
                         ),
                     );
                 }
-            }
             let mut depends_on = Vec::new();
             for dep in c.depends_on.iter().flatten() {
                 if dep.value == *n {

@@ -64,8 +64,8 @@ impl Validator<'_> {
             max,
             &format!("`resource_limits.max_memory_mb` of {ctx}"),
         );
-        if let (Some(m), Some(global), Some(l)) = (max_memory_mb, names.global_memory, lim_mem) {
-            if m > global {
+        if let (Some(m), Some(global), Some(l)) = (max_memory_mb, names.global_memory, lim_mem)
+            && m > global {
                 self.err(
                     l.loc,
                     format!(
@@ -73,7 +73,6 @@ impl Validator<'_> {
                     ),
                 );
             }
-        }
         let resource_limits = ResourceLimits {
             max_memory_mb,
             max_cpu_percent: self
