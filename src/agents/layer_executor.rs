@@ -910,7 +910,7 @@ mod tests {
                 tokio::task::yield_now().await;
             }
             slots.add_permits(1);
-            while got.lock().unwrap().len() < 1 {
+            while got.lock().unwrap().is_empty() {
                 tokio::task::yield_now().await;
             }
             slots.add_permits(1);

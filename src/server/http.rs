@@ -21,6 +21,9 @@ use super::redact::Redactor;
 use super::session::{self, SessionParams};
 use crate::bus::EventBus;
 
+/// Read buffer of a WebSocket connection, bytes.
+const READ_BUFFER: usize = 4096;
+
 /// The viewer page, embedded in the binary.
 pub const VIEWER_HTML: &str = include_str!("viewer.html");
 
@@ -177,6 +180,10 @@ async fn ws(
         thread_id: params.thread_id.filter(|t| !t.is_empty()),
     };
     upgrade
+        // Clients send little; a small read buffer keeps each read attempt cheap
+        // (the buffer is zeroed on every poll, which at the default 128 KiB cost
+        // more than everything else the server does).
+        .read_buffer_size(READ_BUFFER)
         .max_frame_size(app.max_frame_bytes)
         .max_message_size(app.max_frame_bytes)
         .on_upgrade(move |socket| async move {

@@ -60,9 +60,12 @@ async fn guarded<F: std::future::Future<Output = Result<(), axum::Error>>>(
     shutdown: &CancellationToken,
     f: F,
 ) -> Result<(), Stop> {
+    // `f` first: it is almost always ready at once, and then the shutdown future is
+    // never polled (no waiter registered and removed for every frame).
     tokio::select! {
-        _ = shutdown.cancelled() => Err(Stop::Shutdown),
+        biased;
         r = f => r.map_err(|_| Stop::Gone),
+        _ = shutdown.cancelled() => Err(Stop::Shutdown),
     }
 }
 
@@ -114,9 +117,10 @@ pub async fn run(
             close(&mut ws, close::NORMAL, "run finished").await;
             return;
         };
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return finish(&mut ws, Stop::Shutdown).await,
+                _ = &mut cancelled => return finish(&mut ws, Stop::Shutdown).await,
                 incoming = ws.recv() => match incoming {
                     Some(Ok(Message::Text(text))) => {
                         let Some(req) = ClientRequest::parse(&text) else { continue };
@@ -140,7 +144,7 @@ pub async fn run(
                             let since = at.elapsed();
                             if since < FLUSH_EVERY {
                                 tokio::select! {
-                                    _ = shutdown.cancelled() => return finish(&mut ws, Stop::Shutdown).await,
+                                    _ = &mut cancelled => return finish(&mut ws, Stop::Shutdown).await,
                                     _ = tokio::time::sleep(FLUSH_EVERY - since) => {}
                                 }
                             }
