@@ -61,6 +61,7 @@ for entry in "${SUITES[@]}"; do
   echo "building $name..." >&2
   (cd "$dir" && cargo nextest list -E "$filter" >/dev/null 2>"$work/build-$name.log") \
     || { cat "$work/build-$name.log" >&2; exit 1; }
+  (cd "$dir" && cargo nextest list -E "$filter" 2>/dev/null | grep -c .) > "$work/count-$name"
   mkdir -p "$work/project-$name"
   cat > "$work/project-$name/layers.yaml" <<YAML
 categories:
@@ -92,9 +93,10 @@ for entry in "${SUITES[@]}"; do
   done
 done
 
-python3 - "$results" "$ROUNDS" <<'PY'
+python3 - "$results" "$ROUNDS" "$work" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+counts = lambda suite: open(f"{sys.argv[3]}/count-{suite}").read().strip()
 med = lambda xs: statistics.median(xs)
 print(f"median of {sys.argv[2]} alternating rounds, {__import__('os').cpu_count()} CPUs\n")
 print("| suite | tests | nextest wall | runner wall | ratio runner/nextest | runner CPU (own) | tests' CPU | runner CPU / tests' CPU | runner peak RSS |")
@@ -107,7 +109,7 @@ for suite in dict.fromkeys(r["suite"] for r in rows):
     tests_cpu = med(get("runner", "child_cpu_s")) - med(
         [a + b for a, b in zip(get("list", "self_cpu_s"), get("list", "child_cpu_s"))])
     rss = med(get("runner", "self_rss_kb")) / 1024
-    count = {"trivial": 1000}.get(suite, "lib")
+    count = counts(suite)
     note = f" ({len(bad)} non-zero exits)" if bad else ""
     print(f"| {suite}{note} | {count} | {nw:.2f} s | {rw:.2f} s | {rw / nw:.2f} | {own:.2f} s | "
           f"{tests_cpu:.2f} s | {100 * own / tests_cpu:.1f} % | {rss:.1f} MiB |")

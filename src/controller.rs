@@ -115,6 +115,7 @@ pub(crate) async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
         },
         real_services: cli.real_services || config.execution.real_services,
         run_ignored: cli.run_ignored,
+        skip_test_listing: false,
     };
 
     let (orchestrator, orchestrator_agent) = test_orchestrator::start(Arc::clone(&config), opts);
@@ -143,7 +144,7 @@ pub(crate) async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
             return code;
         }
     };
-    // History: --rerun-failed, durations for --partition, longest-first order, ETAs.
+    // History: --rerun-failed, longest-first order, memory estimates, ETAs.
     let history = crate::store::load(&config.root, plan.units().map(|u| u.id.as_str()));
     let mut plan = plan;
     plan.warnings.extend(history.warning.clone());

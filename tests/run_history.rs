@@ -268,12 +268,14 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 #[test]
 fn two_runs_recording_at_once_lose_nothing() {
+    // Each run waits in its `gate` unit for the file `go` (at most 30 s, so nothing
+    // outlives a failed test), which the test creates once it holds the write lock.
     let p = Project::new();
     p.layers(
         r#"
 categories:
   unit: { command: "sh {file}", files: "t/*.sh" }
-  gate: { command: "while [ ! -e go ]; do sleep 0.02; done" }
+  gate: { command: "for i in $(seq 1500); do [ -e go ] && exit 0; sleep 0.02; done; exit 1" }
 layers:
   - { name: fast, categories: [unit, gate] }
 "#,

@@ -143,7 +143,10 @@ struct LayerRun {
 /// (equal ranks ask together, and the resource manager serves them first come, first
 /// served). When a higher-ranked unit arrives, a unit already asking gives up its place
 /// (admission is cancel-safe) and waits again. Each category has at most one unit
-/// waiting here, so this is a merge of the categories' longest-first lists.
+/// waiting here, so this is a merge of the categories' longest-first lists. The price:
+/// within a layer, a unit waiting for memory holds back lower-ranked ones (the resource
+/// manager's bypass still works between layers); without history every rank is equal
+/// and nothing changes.
 struct StartOrder {
     /// Ranks of the waiting units, with how many wait at each.
     waiting: Mutex<BTreeMap<StartRank, usize>>,

@@ -150,9 +150,10 @@ fn children_of(pid: u32) -> Option<Vec<u32>> {
         let Ok(list) = std::fs::read_to_string(children) else {
             continue;
         };
-        found
-            .get_or_insert_with(Vec::new)
-            .extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        found.get_or_insert_with(Vec::new).extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
     }
     found
 }
@@ -369,7 +370,10 @@ mod tests {
             if tree.iter().any(|p| p.ppid == pid) {
                 break tree;
             }
-            assert!(std::time::Instant::now() < deadline, "no grandchild: {tree:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no grandchild: {tree:?}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         };
         let _ = nix::sys::signal::killpg(
@@ -377,7 +381,10 @@ mod tests {
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = child.wait();
-        let me = found.iter().find(|p| p.pid == pid).expect("the child itself");
+        let me = found
+            .iter()
+            .find(|p| p.pid == pid)
+            .expect("the child itself");
         assert_eq!(me.ppid, std::process::id());
         assert!(found.iter().all(|p| p.pid != std::process::id()));
     }

@@ -21,7 +21,10 @@ use crate::report::files;
 
 /// `--show-layers`.
 pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
-    let opts = PlanOptions::default();
+    let opts = PlanOptions {
+        skip_test_listing: true,
+        ..PlanOptions::default()
+    };
     let plan = if config.has_layers && !config.layers.is_empty() {
         plan::plan_layers(config, &LayerSelection::All, &opts)
     } else {
@@ -54,7 +57,10 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                     "max_duration_seconds": l.max_duration.map(|d| d.as_secs_f64()),
                     "categories": pl.categories.iter().map(|c| json!({
                         "name": c.category.name,
-                        "units": c.units.len(),
+                        "units": match &c.category.kind {
+                            UnitKind::Nextest(_) => serde_json::Value::Null,
+                            UnitKind::Command(_) => c.units.len().into(),
+                        },
                         "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest" },
                         "timeout_seconds": c.category.timeout.map(|d| d.as_secs_f64()),
                         "skip_reason": c.skip_reason,
@@ -123,10 +129,13 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                 UnitKind::Command(spec) => format!("command `{}`", spec.command),
                 UnitKind::Nextest(spec) => format!("nextest `{}`", spec.filter),
             };
+            let count = match &c.category.kind {
+                UnitKind::Nextest(_) => "one unit per test, listed at run time".to_string(),
+                UnitKind::Command(_) => format!("{} units", c.units.len()),
+            };
             println!(
-                "  - {} ({} units, {kind}{}){}",
+                "  - {} ({count}, {kind}{}){}",
                 c.category.name,
-                c.units.len(),
                 c.category
                     .timeout
                     .map(|t| format!(", timeout {}", human(t)))
