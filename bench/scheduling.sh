@@ -21,6 +21,9 @@
 # no-op cargo build and the listing). Wall clock by bench/nextest_measure.py. The
 # runner's makespan is its layer's `duration_ms` (first start to last finish); the lower
 # bound is max(total work / 2, longest unit), from the same run's `test_finished` events.
+# The slot time left idle is split in two: while units were still waiting to start
+# (dispatch: the time between one unit's end and the next one's start, the same whatever
+# the order) and after the last unit started (the tail, which the order decides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -89,8 +92,24 @@ runs = sorted(pathlib.Path(sys.argv[1], ".runner", "runs").iterdir(),
 events = [json.loads(l) for l in open(runs[-1] / "events.jsonl")]
 finished = [e["duration_ms"] for e in events if e["type"] == "test_finished"]
 layer = next(e for e in events if e["type"] == "layer_finished")
+# Slot-time idle (2 slots) between the first start and the last end, before and after
+# the last start, from the events' timestamps.
+from datetime import datetime
+at = lambda e: datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp() * 1000
+marks = sorted((at(e), 1 if e["type"] == "test_started" else -1)
+               for e in events if e["type"] in ("test_started", "test_finished"))
+last_start = max(t for t, d in marks if d == 1)
+running, prev, dispatch, tail = 0, marks[0][0], 0.0, 0.0
+for t, d in marks:
+    idle = max(0, 2 - running) * (t - prev)
+    if t <= last_start:
+        dispatch += idle
+    else:
+        tail += idle
+    running, prev = running + d, t
 print(json.dumps({"makespan_ms": layer["duration_ms"], "work_ms": sum(finished),
-                  "longest_ms": max(finished), "units": len(finished)}))
+                  "longest_ms": max(finished), "units": len(finished),
+                  "dispatch_idle_ms": dispatch, "tail_idle_ms": tail}))
 PY
 }
 
@@ -118,8 +137,9 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 slots = int(sys.argv[3])
 med = statistics.median
 print(f"median of {sys.argv[2]} alternating rounds, {slots} slots, {__import__('os').cpu_count()} CPUs\n")
-print("| suite | tests | nextest wall | runner wall | ratio runner/nextest | runner makespan | lower bound | makespan / bound |")
-print("|---|---|---|---|---|---|---|---|")
+print("| suite | tests | nextest wall | runner wall | ratio runner/nextest | runner makespan | lower bound | makespan / bound "
+      "| idle between units (per unit) | idle in the tail | makespan less dispatch idle / bound |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for suite in dict.fromkeys(r["suite"] for r in rows):
     mine = [r for r in rows if r["suite"] == suite]
     bad = [r for r in mine if r["m"]["exit"] != 0]
@@ -129,7 +149,12 @@ for suite in dict.fromkeys(r["suite"] for r in rows):
     span = med([x["makespan_ms"] for x in s]) / 1000
     bound = med([max(x["work_ms"] / slots, x["longest_ms"]) for x in s]) / 1000
     ratio = med([x["makespan_ms"] / max(x["work_ms"] / slots, x["longest_ms"]) for x in s])
+    dispatch = med([x["dispatch_idle_ms"] for x in s]) / 1000
+    tail = med([x["tail_idle_ms"] for x in s]) / 1000
+    ordered = med([(x["makespan_ms"] - x["dispatch_idle_ms"] / slots)
+                   / max(x["work_ms"] / slots, x["longest_ms"]) for x in s])
     note = f" ({len(bad)} non-zero exits)" if bad else ""
     print(f"| {suite}{note} | {s[0]['units']} | {nw:.2f} s | {rw:.2f} s | {rw / nw:.2f} | "
-          f"{span:.2f} s | {bound:.2f} s | {ratio:.2f} |")
+          f"{span:.2f} s | {bound:.2f} s | {ratio:.2f} | {dispatch:.2f} s ({1000 * dispatch / s[0]['units']:.1f} ms) "
+          f"| {tail:.2f} s | {ordered:.2f} |")
 PY

@@ -12,6 +12,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -29,6 +30,17 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
+/// What the client reads of each message (the rest is skipped, not built).
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default, borrow)]
+    ts: Option<std::borrow::Cow<'a, str>>,
+}
+
 fn ts_us(ts: &str) -> Option<i64> {
     let t: jiff::Timestamp = ts.parse().ok()?;
     Some(t.as_microsecond())
@@ -37,7 +49,10 @@ fn ts_us(ts: &str) -> Option<i64> {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).expect("usage: ws_fanout WS_URL CLIENTS [GATE_FILE]").clone();
+    let url = args
+        .get(1)
+        .expect("usage: ws_fanout WS_URL CLIENTS [GATE_FILE]")
+        .clone();
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
     let gate = args.get(3).cloned();
 
@@ -47,7 +62,9 @@ async fn main() {
         let url = url.clone();
         let ready = ready_tx.clone();
         tasks.push(tokio::spawn(async move {
-            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+                .await
+                .expect("connect");
             let mut t = Tally {
                 latencies_us: Vec::with_capacity(8192),
                 events: 0,
@@ -59,9 +76,10 @@ async fn main() {
             while let Some(Ok(msg)) = ws.next().await {
                 let Message::Text(text) = msg else { continue };
                 let arrived = now_us();
-                let v: Value = serde_json::from_str(text.as_str()).expect("JSON");
-                match v["type"].as_str() {
-                    Some("snapshot") => {
+                let head: Head = serde_json::from_str(text.as_str()).expect("JSON");
+                match head.ty.as_ref() {
+                    "snapshot" => {
+                        let v: Value = serde_json::from_str(text.as_str()).expect("JSON");
                         seq = v["state"]["seq"].as_u64().unwrap_or(0);
                         if first {
                             first = false;
@@ -71,19 +89,18 @@ async fn main() {
                         }
                         continue;
                     }
-                    Some("resume") => continue,
+                    "resume" => continue,
                     _ => {}
                 }
-                let s = v["seq"].as_u64().unwrap_or(0);
-                if s != seq + 1 {
+                if head.seq != seq + 1 {
                     t.gaps += 1;
                 }
-                seq = s;
+                seq = head.seq;
                 t.events += 1;
-                if let Some(emitted) = v["ts"].as_str().and_then(ts_us) {
+                if let Some(emitted) = head.ts.as_deref().and_then(ts_us) {
                     t.latencies_us.push(arrived - emitted);
                 }
-                if v["type"] == "run_finished" {
+                if head.ty == "run_finished" {
                     break;
                 }
             }

@@ -65,7 +65,12 @@ pub struct Cli {
     pub websocket_addr: Option<String>,
 
     /// Token required by the progress server on /ws, /status and /metrics.
-    #[arg(long, value_name = "TOKEN", env = "RUNNER_WS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "RUNNER_WS_TOKEN",
+        hide_env_values = true
+    )]
     pub websocket_token: Option<String>,
 
     /// Keep the progress server up this many seconds after the run ends.
@@ -211,7 +216,12 @@ pub enum Command {
         /// the newest run in progress under ./.runner that serves progress.
         url: Option<String>,
         /// Token, if the run's server requires one.
-        #[arg(long, value_name = "TOKEN", env = "RUNNER_WS_TOKEN", hide_env_values = true)]
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "RUNNER_WS_TOKEN",
+            hide_env_values = true
+        )]
         token: Option<String>,
     },
     /// Show the slowest and the flakiest units from history (.runner/history.sqlite).

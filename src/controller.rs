@@ -90,7 +90,13 @@ pub fn slots(cli_jobs: Option<usize>, config: &Config) -> usize {
 /// One run (layers or legacy categories) from plan to summary; returns its exit code.
 pub(crate) async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
     let started = Instant::now();
-    let streamed = matches!(&mode, Mode::Layers { thread_id: Some(_), .. });
+    let streamed = matches!(
+        &mode,
+        Mode::Layers {
+            thread_id: Some(_),
+            ..
+        }
+    );
     let progress_server = match crate::server::ServerSettings::resolve(&cli, &config, streamed) {
         Ok(settings) => settings,
         Err(e) => {

@@ -5,8 +5,11 @@ use layered_runner::cli::Cli;
 
 #[test]
 fn every_flag_and_subcommand_is_documented() {
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"))
-        .expect("docs/configuration.md");
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("docs/configuration.md");
     let cmd = Cli::command();
     let mut missing = Vec::new();
     for arg in cmd.get_arguments() {
@@ -26,5 +29,8 @@ fn every_flag_and_subcommand_is_documented() {
             missing.push(name);
         }
     }
-    assert!(missing.is_empty(), "undocumented in docs/configuration.md: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "undocumented in docs/configuration.md: {missing:?}"
+    );
 }

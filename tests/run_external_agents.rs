@@ -27,10 +27,19 @@ layers:
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    let types: Vec<&str> = received.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = received
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["test_finished", "test_finished", "run_finished"]);
-    let seqs: Vec<u64> = received.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order: {seqs:?}");
+    let seqs: Vec<u64> = received
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in seq order: {seqs:?}"
+    );
     assert_eq!(received[2]["exit_code"], 1);
 }
 
@@ -56,8 +65,10 @@ layers:
 #[test]
 fn unknown_key_in_a_manifest_is_a_located_error() {
     let p = Project::new();
-    p.layers("categories:\n  ok: { command: \"true\" }\n")
-        .file("agents/resource_manager.yaml", "sample_interval_ms: 100\nsample_intervall: 5\n");
+    p.layers("categories:\n  ok: { command: \"true\" }\n").file(
+        "agents/resource_manager.yaml",
+        "sample_interval_ms: 100\nsample_intervall: 5\n",
+    );
     let out = p.runner().arg("--show-layers").run();
     out.assert_code(2)
         .assert_stderr_contains("resource_manager.yaml:2:1")

@@ -34,7 +34,12 @@ pub fn start(bus: &EventBus, agents: &[ExternalAgent], root: &Path) -> Vec<JoinH
         .collect()
 }
 
-async fn feed(bus: EventBus, mut rx: crate::bus::Subscription, agent: ExternalAgent, root: std::path::PathBuf) {
+async fn feed(
+    bus: EventBus,
+    mut rx: crate::bus::Subscription,
+    agent: ExternalAgent,
+    root: std::path::PathBuf,
+) {
     let warn = |message: String| {
         bus.emit(
             super::names::CONTROLLER,
@@ -55,7 +60,10 @@ async fn feed(bus: EventBus, mut rx: crate::bus::Subscription, agent: ExternalAg
     {
         Ok(c) => c,
         Err(e) => {
-            warn(format!("external agent `{}` did not start: {e}", agent.name));
+            warn(format!(
+                "external agent `{}` did not start: {e}",
+                agent.name
+            ));
             return;
         }
     };
@@ -70,12 +78,18 @@ async fn feed(bus: EventBus, mut rx: crate::bus::Subscription, agent: ExternalAg
         line.push(b'\n');
         if let Err(e) = pipe.write_all(&line).await {
             // The agent stopped reading: stop feeding it, keep draining the bus.
-            warn(format!("external agent `{}` stopped reading: {e}", agent.name));
+            warn(format!(
+                "external agent `{}` stopped reading: {e}",
+                agent.name
+            ));
             stdin = None;
         }
     }
     drop(stdin);
-    if tokio::time::timeout(FINISH_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(FINISH_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         if let Some(pid) = child.id() {
             crate::exec::kill_unit_tree(pid, "", crate::exec::Signal::SIGKILL);
         }

@@ -845,8 +845,7 @@ fn judge(r: ExecResult, cat: &Category, run: &LayerRun) -> (Outcome, Report) {
         }
     };
     // `leak: fail` (nextest categories): a test that passed but left processes behind fails.
-    let leak_fails =
-        matches!(&cat.kind, UnitKind::Nextest(spec) if spec.leak == LeakPolicy::Fail);
+    let leak_fails = matches!(&cat.kind, UnitKind::Nextest(spec) if spec.leak == LeakPolicy::Fail);
     if outcome == Outcome::Passed && leak_fails && !report.leaked.is_empty() {
         report.message = Some(format!("leaked {} process(es)", report.leaked.len()));
         return (Outcome::Failed, report);

@@ -93,13 +93,18 @@ impl Health {
 
     /// No heartbeat for this long makes the agent `stale` (its manifest's `stale_after_ms`).
     pub fn set_stale_after(&self, after: Duration) {
-        self.stale_after_ms
-            .store(after.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stale_after_ms.store(
+            after.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The staleness threshold.
     pub fn stale_after(&self) -> Duration {
-        Duration::from_millis(self.stale_after_ms.load(std::sync::atomic::Ordering::Relaxed))
+        Duration::from_millis(
+            self.stale_after_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The agent's name.

@@ -52,14 +52,10 @@ pub fn start(config: Arc<Config>, opts: PlanOptions) -> (OrchestratorHandle, Age
     let (tx, mut rx) = mpsc::unbounded_channel::<(PlanRequest, Reply)>();
     let health = Health::new(names::ORCHESTRATOR);
     let shutdown = CancellationToken::new();
-    let beat = spawn_heartbeat(
-        Arc::clone(&health),
-        shutdown.clone(),
-        {
-            use crate::config::agents::Manifest;
-            config.agents.test_orchestrator.common().heartbeat()
-        },
-    );
+    let beat = spawn_heartbeat(Arc::clone(&health), shutdown.clone(), {
+        use crate::config::agents::Manifest;
+        config.agents.test_orchestrator.common().heartbeat()
+    });
     let task_shutdown = shutdown.clone();
     let task_health = Arc::clone(&health);
     let task = tokio::spawn(async move {

@@ -222,9 +222,10 @@ impl LogFile {
     /// Flushes buffered output to the file.
     pub async fn finish(mut self) {
         if let Some(mut writer) = self.writer.take()
-            && let Err(e) = writer.flush().await {
-                tracing::warn!(error = %e, "unit log flush failed");
-            }
+            && let Err(e) = writer.flush().await
+        {
+            tracing::warn!(error = %e, "unit log flush failed");
+        }
     }
 }
 

@@ -160,9 +160,10 @@ pub fn reap_adopted_orphans() -> usize {
             // alive (a zombie's environment can no longer be read).
             let environ = procfs::read_environ(p.pid);
             if let Some(token) = procfs::token_in_environ(&environ)
-                && units.values().any(|u| u.token.as_bytes() == token) {
-                    seen.insert((p.pid, p.start_time));
-                }
+                && units.values().any(|u| u.token.as_bytes() == token)
+            {
+                seen.insert((p.pid, p.start_time));
+            }
         }
     }
     // Forget what no longer exists; retire finished units whose group is empty.

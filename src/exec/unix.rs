@@ -260,9 +260,10 @@ pub(crate) fn signal_process(p: &ProcInfo, signal: Signal) {
         Err(_) => {}
     }
     if let Ok(raw) = i32::try_from(p.pid)
-        && still_same() {
-            let _ = kill(Pid::from_raw(raw), signal);
-        }
+        && still_same()
+    {
+        let _ = kill(Pid::from_raw(raw), signal);
+    }
 }
 
 /// Sends `signal` to every live process of a unit: the process group at once, then each

@@ -11,7 +11,7 @@
 pub mod console;
 pub mod files;
 pub mod github;
+pub mod jsonl;
 pub mod junit;
 pub mod junit_import;
-pub mod jsonl;
 pub mod status;

@@ -24,7 +24,9 @@ pub fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
         .map_err(|e| format!("progress server address `{addr}` is not a usable host:port ({e})"))?
         .collect();
     if found.is_empty() {
-        return Err(format!("progress server address `{addr}` resolves to no address"));
+        return Err(format!(
+            "progress server address `{addr}` resolves to no address"
+        ));
     }
     Ok(found)
 }

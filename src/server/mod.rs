@@ -216,6 +216,14 @@ pub fn start(bus: &EventBus, settings: &ServerSettings) -> std::io::Result<Progr
     };
     let router = http::router(app);
     let stop = shutdown.clone();
+    // Small frames must leave at once: without TCP_NODELAY, Nagle's algorithm holds
+    // a frame until the previous one is acknowledged, which a client's delayed ACK
+    // makes up to 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("progress server: TCP_NODELAY: {e}");
+        }
+    });
     let serve = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(stop.cancelled_owned())

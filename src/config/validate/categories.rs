@@ -31,22 +31,26 @@ impl Validator<'_> {
                 &format!("`max_memory_mb` of {ctx}"),
             );
             if let (Some(lo), Some(hi), Some(l)) = (min_memory_mb, max_memory_mb, &c.min_memory_mb)
-                && lo > hi {
-                    self.err(
-                        l.loc,
-                        format!("`min_memory_mb` of {ctx} ({lo}) is greater than its `max_memory_mb` ({hi})"),
-                    );
-                }
+                && lo > hi
+            {
+                self.err(
+                    l.loc,
+                    format!(
+                        "`min_memory_mb` of {ctx} ({lo}) is greater than its `max_memory_mb` ({hi})"
+                    ),
+                );
+            }
             if let (Some(hi), Some(global), Some(l)) =
                 (max_memory_mb, global_memory, &c.max_memory_mb)
-                && hi > global {
-                    self.err(
+                && hi > global
+            {
+                self.err(
                         l.loc,
                         format!(
                             "`max_memory_mb` of {ctx} ({hi}) is greater than the global budget `execution.max_memory_mb` ({global})"
                         ),
                     );
-                }
+            }
             let mut depends_on = Vec::new();
             for dep in c.depends_on.iter().flatten() {
                 if dep.value == *n {

@@ -65,14 +65,15 @@ impl Validator<'_> {
             &format!("`resource_limits.max_memory_mb` of {ctx}"),
         );
         if let (Some(m), Some(global), Some(l)) = (max_memory_mb, names.global_memory, lim_mem)
-            && m > global {
-                self.err(
+            && m > global
+        {
+            self.err(
                     l.loc,
                     format!(
                         "`resource_limits.max_memory_mb` of {ctx} ({m}) is greater than the global budget `execution.max_memory_mb` ({global})"
                     ),
                 );
-            }
+        }
         let resource_limits = ResourceLimits {
             max_memory_mb,
             max_cpu_percent: self
