@@ -398,7 +398,8 @@ pub(crate) async fn execute(cli: Cli, mode: Mode, config: Arc<Config>) -> i32 {
 /// overhead benchmarks read.
 fn log_own_usage() {
     if let Ok(u) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
-        let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1000.0 + t.tv_usec() as f64 / 1000.0;
+        let ms =
+            |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1000.0 + t.tv_usec() as f64 / 1000.0;
         tracing::info!(
             user_ms = ms(u.user_time()),
             system_ms = ms(u.system_time()),
