@@ -735,6 +735,60 @@ async fn limits_on_clients_and_frame_size() {
     spawn_blocking_wait(child).await.unwrap().assert_code(0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_falls_behind_is_resynchronised_then_dropped() {
+    let p = project(40, false);
+    // A one-event queue: any burst overflows it while the session waits to write.
+    p.file("agents/progress_streamer.yaml", "client_queue: 1\n");
+    let mut child = p
+        .runner()
+        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
+        .spawn();
+    let url = progress_url(&p, &mut child);
+    let mut ws = connect(&ws_url(&url)).await;
+    open_gate(&p);
+    let (mut state, mut lagged, mut close_code) = (None::<RunState>, 0, None);
+    loop {
+        let msg = tokio::time::timeout(WAIT_DEADLINE, ws.next())
+            .await
+            .expect("a message within the deadline");
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(frame))) => {
+                close_code = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        };
+        let m: Value = serde_json::from_str(text.as_str()).unwrap();
+        if m["type"] == "snapshot" {
+            if m["reason"] == "lagged" {
+                lagged += 1;
+            }
+            state = Some(serde_json::from_value(m["state"].clone()).unwrap());
+            continue;
+        }
+        // After every (re)snapshot the events continue exactly where it left off.
+        let s = state.take().expect("a snapshot first");
+        state = Some(fold(s, std::slice::from_ref(&m)));
+    }
+    let out = spawn_blocking_wait(child).await.unwrap();
+    out.assert_code(0).assert_counts_line(43, 0, 0);
+    assert!(lagged >= 1, "a one-event queue must overflow");
+    match close_code {
+        Some((1008, reason)) => {
+            assert_eq!(lagged, 3, "dropped after 3 resyncs");
+            assert!(reason.contains("too slow"), "{reason}");
+        }
+        Some((1000, _)) => {
+            let s = state.unwrap();
+            assert_eq!(s.counts.passed, 43, "resynced to the end: {:?}", s.counts);
+        }
+        other => panic!("unexpected end of stream: {other:?}"),
+    }
+}
+
 #[test]
 fn runner_watch_follows_a_run_and_exits_with_its_code() {
     let p = project(4, true);

@@ -2,14 +2,14 @@
 //!
 //! A session subscribes to the hub, sends the snapshot (or the resume
 //! acknowledgement and the replayed events), then forwards its live queue in
-//! batches (fed, then flushed once). It reads the client's messages at the same
-//! time: `{"since_seq":N}` restarts the stream after `N`, `{"thread_id":"..."}`
-//! sets the filter, anything else is ignored. A busy stream is written in batches,
-//! at most once per [`FLUSH_EVERY`] (the first event after a quiet spell at once).
-//! When the hub flags the queue as
-//! lagged the session resubscribes with a resync snapshot, at most
-//! [`MAX_RESYNCS`] times, then closes with a reason. When the run is over (the
-//! queue ends without lag) it closes with `1000 run finished`. Every write is
+//! batches (fed, then flushed once): while events keep coming, at most one write
+//! per [`FLUSH_EVERY`], the first event after a quiet spell at once. It reads the
+//! client's messages at the same time: `{"since_seq":N}` restarts the stream after
+//! `N`, `{"thread_id":"..."}` sets the filter, anything else is ignored. When the
+//! hub flags the queue as lagged the session resubscribes with a resync snapshot,
+//! at most [`MAX_RESYNCS`] times in a row (a minute apart resets the count), then
+//! closes with a reason. When the run is over
+//! (the queue ends without lag) it closes with `1000 run finished`. Every write is
 //! abandoned at server shutdown, so a client that never reads cannot hold the
 //! runner.
 
@@ -23,8 +23,11 @@ use tokio_util::sync::CancellationToken;
 use super::hub::{Frame, HubHandle};
 use super::protocol::{ClientRequest, SnapshotReason};
 
-/// Resync snapshots a client may need before it is dropped.
+/// Resync snapshots a client may need within [`RESYNC_WINDOW`] before it is dropped.
 pub const MAX_RESYNCS: u32 = 3;
+
+/// A client that kept up this long since its last resync starts with a clean slate.
+const RESYNC_WINDOW: Duration = Duration::from_secs(60);
 
 /// Frames sent before one flush.
 const BATCH: usize = 256;
@@ -32,7 +35,7 @@ const BATCH: usize = 256;
 /// While events keep coming, a client's socket is written at most this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(4);
 
-/// Close codes and reasons (RFC 6455).
+/// Close codes (RFC 6455).
 mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
@@ -99,6 +102,7 @@ pub async fn run(
     let mut filter = params.thread_id;
     let mut request = (params.since_seq, SnapshotReason::Connect);
     let mut resyncs = 0;
+    let mut last_resync: Option<Instant> = None;
     let mut last_flush: Option<Instant> = None;
     'subscribe: loop {
         let Some(sub) = hub.subscribe(request.0, request.1).await else {
@@ -164,6 +168,10 @@ pub async fn run(
                         last_flush = Some(Instant::now());
                     }
                     None if sub.lagged.load(Ordering::Acquire) => {
+                        if last_resync.is_some_and(|at| at.elapsed() > RESYNC_WINDOW) {
+                            resyncs = 0;
+                        }
+                        last_resync = Some(Instant::now());
                         resyncs += 1;
                         if resyncs > MAX_RESYNCS {
                             hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
