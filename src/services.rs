@@ -517,27 +517,7 @@ fn leader_exit(pid: u32) -> Option<i32> {
     if pid == 0 {
         return Some(-1);
     }
-    // SAFETY: siginfo_t is plain data; zeroed means "no child reported".
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a local siginfo_t.
-    let r = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    if r != 0 || info.si_signo == 0 {
-        return None;
-    }
-    // SAFETY: si_signo is SIGCHLD (checked above), so the child fields are valid.
-    let status = unsafe { info.si_status() };
-    Some(if info.si_code == libc::CLD_EXITED {
-        status
-    } else {
-        128 + status
-    })
+    crate::exec::exit_code_unreaped(pid).ok().flatten()
 }
 
 /// SIGTERM (and SIGCONT) to the service's processes, up to `grace` for them to go

@@ -57,6 +57,7 @@ pub use procfs::{tree_rss_bytes, unit_processes};
 pub use reaper::{become_subreaper, reap_adopted_orphans, reap_orphans_until};
 pub use spec::{ExecLimits, UnitCommand};
 pub use stop::{StopHandle, StopReason};
+pub(crate) use unix::exit_code_unreaped;
 pub use unix::kill_unit_tree;
 
 /// The environment variable that marks every process of a unit.

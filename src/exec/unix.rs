@@ -201,6 +201,13 @@ pub(crate) async fn wait_exited_unreaped(pid: u32) -> io::Result<()> {
 
 /// `waitid(WEXITED | WNOHANG | WNOWAIT)`: has our child exited? Leaves it unreaped.
 fn exited_unreaped(pid: u32) -> io::Result<bool> {
+    Ok(exit_code_unreaped(pid)?.is_some())
+}
+
+/// The exit code of our child `pid` if it has exited (128 + signal when killed), via
+/// `waitid(WEXITED | WNOHANG | WNOWAIT)`: **without reaping it**, so the zombie keeps
+/// its process group id reserved.
+pub(crate) fn exit_code_unreaped(pid: u32) -> io::Result<Option<i32>> {
     // SAFETY: siginfo_t is plain data; zeroed means "no child reported".
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer to a local siginfo_t.
@@ -215,7 +222,16 @@ fn exited_unreaped(pid: u32) -> io::Result<bool> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(info.si_signo != 0)
+    if info.si_signo == 0 {
+        return Ok(None);
+    }
+    // SAFETY: si_signo is SIGCHLD (checked above), so the child fields are valid.
+    let status = unsafe { info.si_status() };
+    Ok(Some(if info.si_code == libc::CLD_EXITED {
+        status
+    } else {
+        128 + status
+    }))
 }
 
 /// `waitpid(pid, WNOHANG)`: reaps `pid` if it is our child and has exited. True if reaped.
