@@ -69,8 +69,19 @@ impl EventBus {
 
     /// Stamp, fold and publish an event; returns its `seq`.
     pub fn emit(&self, agent: &str, kind: EventKind) -> u64 {
-        let mut inner = self.inner.lock().expect("bus lock");
-        if inner.closed {
+        self.emit_if(agent, kind, |_| true)
+    }
+
+    /// Emit `kind` only if `when` holds for the current state, atomically (a decision
+    /// taken once, such as the run's stop cause). Returns the `seq` of the last event.
+    pub fn emit_if(
+        &self,
+        agent: &str,
+        kind: EventKind,
+        when: impl FnOnce(&RunState) -> bool,
+    ) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.closed || !when(&inner.state) {
             return inner.seq;
         }
         inner.seq += 1;
@@ -92,7 +103,7 @@ impl EventBus {
 
     /// Read the current state without cloning it.
     pub fn with_state<R>(&self, f: impl FnOnce(&RunState) -> R) -> R {
-        f(&self.inner.lock().expect("bus lock").state)
+        f(&self.inner.lock().unwrap_or_else(|p| p.into_inner()).state)
     }
 
     /// A copy of the current state.

@@ -7,7 +7,8 @@
 //! - [`plan`]: requested layers -> ordered stages -> units.
 //! - [`event`]: the event envelope (wire protocol) and `RunState`, the fold of events.
 //! - [`bus`]: the one event bus: sequencing, folding, fan-out.
-//! - [`controller`]: the master controller: modes, agents, health, shutdown.
+//! - [`controller`]: command dispatch: each mode to the code that serves it.
+//! - [`runner`]: a run from request to exit code; its dispatcher (the master controller) owns it.
 //! - [`agents`]: the five agents.
 //! - [`background`]: detached background runs: store, worker, status, kill.
 //! - [`services`]: services layers require: probe, start, wait, stop.
@@ -33,6 +34,7 @@ pub mod exit_code;
 pub mod logging;
 pub mod plan;
 pub mod report;
+pub mod runner;
 pub mod server;
 pub mod services;
 pub mod store;

@@ -1,6 +1,6 @@
 //! Services a layer requires (`services:` in layers.yaml): probe, start, wait, stop.
 //!
-//! Before a layer with `required_services` starts, [`Services::run_layer`] makes each
+//! Before a layer with `required_services` starts, the dispatcher has [`Services::ensure`] make each
 //! service ready, dependencies first (`depends_on`): a service whose `ready` probe
 //! already passes is used as is; otherwise its `start` command runs in its own process
 //! group (stdout and stderr to `<run dir>/services/<name>.log`) and the probe is
@@ -13,7 +13,7 @@
 //! `RUNNER_UNIT_TOKEN` marker the service is started with). If the controller's
 //! future is dropped instead, `Drop` kills them with SIGKILL.
 //!
-//! A service that does not come up stops the run ([`StopCause::ServiceFailed`]: exit
+//! A service that does not come up stops the run (`StopCause::ServiceFailed`: exit
 //! code 3): the layer is skipped, `service_failed` is emitted and the tail of the
 //! service's log is printed on stderr.
 //!
@@ -36,12 +36,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::agents::layer_executor::{LayerResult, RunContext, StopCause, run_layer};
+use crate::agents::layer_executor::RunContext;
 use crate::agents::names;
 use crate::config::{ReadyProbe, Service};
-use crate::event::{EventKind, LayerOutcome};
+use crate::event::EventKind;
 use crate::exec::{self, Signal};
-use crate::plan::PlannedLayer;
 
 /// Longest single probe attempt.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -100,60 +99,6 @@ impl Services {
             cells,
             started: Mutex::new(Vec::new()),
         })
-    }
-
-    /// Runs `planned` once its required services are ready; when one cannot be made
-    /// ready, skips the layer and stops the run (exit code 3).
-    pub async fn run_layer(
-        &self,
-        ctx: Arc<RunContext>,
-        planned: PlannedLayer,
-        nice: Option<i32>,
-    ) -> LayerResult {
-        let needed = &planned.layer.required_services;
-        // Nothing to start for a layer whose categories are all skipped or empty.
-        let runs_something = planned
-            .categories
-            .iter()
-            .any(|c| c.skip_reason.is_none() && !c.units.is_empty());
-        if !needed.is_empty()
-            && runs_something
-            && let Err(e) = self.ensure(needed).await
-        {
-            let reason = if e.cancelled {
-                ctx.cause()
-                    .map(|c| c.describe())
-                    .unwrap_or_else(|| "interrupted".into())
-            } else {
-                ctx.stop(StopCause::ServiceFailed {
-                    service: e.service.clone(),
-                });
-                format!("service `{}` did not become ready: {}", e.service, e.reason)
-            };
-            for unit in planned.units() {
-                ctx.bus.emit(
-                    names::ORCHESTRATOR,
-                    EventKind::TestSkipped {
-                        unit: unit.id.clone(),
-                        reason: reason.clone(),
-                    },
-                );
-            }
-            ctx.bus.emit(
-                names::ORCHESTRATOR,
-                EventKind::LayerFinished {
-                    layer: planned.layer.name.clone(),
-                    outcome: LayerOutcome::Skipped,
-                    reason: Some(reason.clone()),
-                    duration_ms: 0,
-                },
-            );
-            return LayerResult {
-                outcome: LayerOutcome::Skipped,
-                reason: Some(reason),
-            };
-        }
-        run_layer(ctx, planned, nice).await
     }
 
     /// Makes every service in `names` ready (dependencies first), each at most once per run.

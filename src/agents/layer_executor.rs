@@ -30,47 +30,31 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::resource_manager::{self, AdmissionRequest, EstimateInputs, ResourceHandle};
-use super::test_orchestrator::evaluate;
 use super::{Health, names};
 use crate::bus::EventBus;
 use crate::config::{Category, Config, FailFast, LayerMode, LeakPolicy, UnitKind};
 use crate::discover::{Unit, UnitSpec};
-use crate::event::{EventKind, LayerOutcome, Outcome};
+use crate::event::{EventKind, Outcome};
 use crate::exec::{self, ExecLimits, ExecResult, StopHandle, StopReason, Termination, UnitCommand};
 use crate::plan::{Hints, PlannedCategory, PlannedLayer, StartRank};
 use crate::report::junit_import;
 
-/// Why the whole run is stopping.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopCause {
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
-    /// `fail_fast: immediate` in this layer.
-    FailFast {
-        /// The layer that failed.
-        layer: String,
-    },
-    /// `execution.global_timeout_minutes` passed.
-    GlobalTimeout,
-    /// A required service did not become ready (exit code 3).
-    ServiceFailed {
-        /// The service.
-        service: String,
-    },
-}
+pub use crate::event::StopCause;
 
-impl StopCause {
-    /// Why units were skipped or stopped, in words.
-    pub fn describe(&self) -> String {
-        match self {
-            StopCause::Interrupted => "interrupted".into(),
-            StopCause::FailFast { layer } => format!("fail-fast: layer `{layer}` failed"),
-            StopCause::GlobalTimeout => "global timeout exceeded".into(),
-            StopCause::ServiceFailed { service } => {
-                format!("service `{service}` did not become ready")
-            }
-        }
-    }
+/// What the executor asks the dispatcher to decide while a layer runs.
+#[derive(Debug)]
+pub enum Decision {
+    /// A unit of `layer` ended with a failure (after its last attempt): the dispatcher
+    /// applies the layer's `fail_fast` (stop the run, or cancel `category`), then
+    /// answers on `done`.
+    UnitFailed {
+        /// The layer.
+        layer: String,
+        /// The failed unit's category's token (cancelled by `fail_fast: category`).
+        category: CancellationToken,
+        /// Answered once the decision is applied.
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// What every layer of a run shares.
@@ -87,8 +71,10 @@ pub struct RunContext {
     pub run_token: CancellationToken,
     /// Cancelled on a second Ctrl-C: kill without grace.
     pub kill_now: CancellationToken,
-    /// Why the run is stopping (first cause wins).
-    pub stop_cause: Mutex<Option<StopCause>>,
+    /// Decisions the dispatcher takes for the executor (fail-fast).
+    pub decisions: tokio::sync::mpsc::UnboundedSender<Decision>,
+    /// How unit attempts are started ([`exec::Processes`] in a run).
+    pub launcher: Arc<dyn exec::Launcher>,
     /// The executor's health record.
     pub health: Arc<Health>,
     /// What history says about each unit: start order and memory estimates.
@@ -96,19 +82,36 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    /// Stop the whole run for `cause` (the first cause is kept).
+    /// Stop the whole run for `cause`: the first cause is announced (`run_stopping`)
+    /// and kept by the fold; later ones only find the run already stopping.
     pub fn stop(&self, cause: StopCause) {
-        let mut c = self.stop_cause.lock().expect("stop cause lock");
-        if c.is_none() {
-            *c = Some(cause);
-        }
-        drop(c);
+        self.bus
+            .emit_if(names::CONTROLLER, EventKind::RunStopping { cause }, |s| {
+                s.stop_cause.is_none()
+            });
         self.run_token.cancel();
     }
 
-    /// Why the run is stopping, if it is.
+    /// Why the run is stopping, if it is (from the fold).
     pub fn cause(&self) -> Option<StopCause> {
-        self.stop_cause.lock().expect("stop cause lock").clone()
+        self.bus.with_state(|s| s.stop_cause.clone())
+    }
+
+    /// Something inside the runner failed (a task panicked, a channel closed): record it
+    /// as an `internal_error` and stop the run. The run then exits 3.
+    pub fn fault(&self, task: &str, message: String, unit: Option<&str>) {
+        tracing::error!(task, unit, "internal error: {message}");
+        self.bus.emit(
+            names::CONTROLLER,
+            EventKind::InternalError {
+                task: task.to_string(),
+                message,
+                unit: unit.map(str::to_string),
+            },
+        );
+        self.stop(StopCause::InternalError {
+            task: task.to_string(),
+        });
     }
 
     fn emit(&self, kind: EventKind) {
@@ -116,13 +119,14 @@ impl RunContext {
     }
 }
 
-/// How a layer ended.
+/// What the executor reports when a layer's units are all done; the dispatcher
+/// judges the layer from the fold.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LayerResult {
-    /// Outcome.
-    pub outcome: LayerOutcome,
-    /// Why it failed.
-    pub reason: Option<String>,
+pub struct LayerRunReport {
+    /// The layer's `max_duration_minutes` passed while it ran.
+    pub deadline_hit: bool,
+    /// How long it ran.
+    pub duration: std::time::Duration,
 }
 
 /// State shared by the categories of one running layer.
@@ -266,25 +270,21 @@ impl LayerRun {
     }
 }
 
-/// Run one planned layer to completion; `nice` lowers the units' priority (background).
+/// Run one planned layer's units to completion (the dispatcher announced the layer
+/// and judges it afterwards); `nice` lowers the units' priority (background).
 pub async fn run_layer(
     ctx: Arc<RunContext>,
     planned: PlannedLayer,
     nice: Option<i32>,
-) -> LayerResult {
+) -> LayerRunReport {
     let started = Instant::now();
     let layer = planned.layer.clone();
-    ctx.emit(EventKind::LayerStarted {
-        layer: layer.name.clone(),
-        background: planned.background,
-        units: planned.units().count(),
-    });
     let slots = match (
         layer.execution_mode,
         layer.resource_limits.max_parallel_instances,
     ) {
         (LayerMode::Sequential, _) => 1,
-        (_, Some(n)) => n,
+        (_, Some(n)) => n.min(Semaphore::MAX_PERMITS),
         (_, None) => Semaphore::MAX_PERMITS,
     };
     let run = Arc::new(LayerRun {
@@ -377,30 +377,22 @@ pub async fn run_layer(
             name
         });
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            ctx.fault(
+                names::EXECUTOR,
+                format!("a category task of layer `{}` failed: {e}", layer.name),
+                None,
+            );
+        }
+    }
     if let Some(d) = deadline {
         d.abort();
     }
-
-    let verdict = ctx
-        .bus
-        .with_state(|s| evaluate(&layer, &ctx.config.categories, s));
-    let (outcome, reason) = if matches!(ctx.cause(), Some(StopCause::Interrupted)) {
-        (LayerOutcome::Cancelled, Some("interrupted".to_string()))
-    } else if verdict.failed {
-        (LayerOutcome::Failed, verdict.reason)
-    } else if run.deadline_hit.load(Ordering::SeqCst) {
-        (LayerOutcome::Failed, Some(run.stop_reason_text()))
-    } else {
-        (LayerOutcome::Passed, None)
-    };
-    ctx.emit(EventKind::LayerFinished {
-        layer: layer.name.clone(),
-        outcome,
-        reason: reason.clone(),
-        duration_ms: started.elapsed().as_millis() as u64,
-    });
-    LayerResult { outcome, reason }
+    LayerRunReport {
+        deadline_hit: run.deadline_hit.load(Ordering::SeqCst),
+        duration: started.elapsed(),
+    }
 }
 
 /// The group of each category: categories of a lower group finish before a higher one starts.
@@ -445,9 +437,12 @@ async fn run_category(
     let token = run.token.child_token();
     let skip_all = blocked.or_else(|| pc.skip_reason.clone());
     let cat_slots = Arc::new(Semaphore::new(
-        cat.max_parallel_instances.unwrap_or(Semaphore::MAX_PERMITS),
+        cat.max_parallel_instances
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS),
     ));
     let mut tasks = JoinSet::new();
+    let mut task_units: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut stop_reason: Option<String> = skip_all.clone();
     for unit in &pc.units {
         if let Some(reason) = &unit.skip {
@@ -480,11 +475,19 @@ async fn run_category(
                     let a = ctx
                         .resources
                         .admit(AdmissionRequest {
+                            background: run.planned.background,
                             unit: unit.id.clone(),
                             layer: run.name().to_string(),
                             memory_mb,
                         })
                         .await
+                        .map_err(|_| {
+                            ctx.fault(
+                                names::RESOURCES,
+                                "the resource manager stopped answering admissions".into(),
+                                Some(&unit.id),
+                            )
+                        })
                         .ok()?;
                     Some((l, a))
                 })
@@ -506,19 +509,30 @@ async fn run_category(
             continue;
         };
         let run = Arc::clone(run);
+        let id = unit.id.clone();
         let unit = unit.clone();
         let cat = cat.clone();
         let token = token.clone();
-        tasks.spawn(async move {
+        let task = tasks.spawn(async move {
             let _permits = permits;
             let outcome = run_unit(&run, &unit, &cat).await;
             if outcome.is_some_and(Outcome::is_failure) {
-                apply_fail_fast(&run, &token);
+                ask_fail_fast(&run, &token).await;
             }
         });
+        task_units.insert(task.id(), id);
         ctx.health.heartbeat();
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(joined) = tasks.join_next_with_id().await {
+        if let Err(e) = joined {
+            let unit = task_units.get(&e.id()).map(String::as_str);
+            ctx.fault(
+                names::EXECUTOR,
+                format!("the unit's task failed: {e}"),
+                unit,
+            );
+        }
+    }
     let passed = ctx.bus.with_state(|s| {
         s.layer_units(run.name())
             .filter(|(_, u)| u.category == cat.name)
@@ -546,23 +560,27 @@ fn category_stop_text(run: &LayerRun, token: &CancellationToken) -> String {
     }
 }
 
-/// After a unit's final failure: stop what the layer's `fail_fast` says, once the
-/// layer can no longer meet its success criteria.
-fn apply_fail_fast(run: &LayerRun, category_token: &CancellationToken) {
-    let layer = &run.planned.layer;
-    let verdict = run
-        .ctx
-        .bus
-        .with_state(|s| evaluate(layer, &run.ctx.config.categories, s));
-    if !verdict.failed {
+/// After a unit's final failure: the dispatcher decides what the layer's `fail_fast`
+/// stops; the unit holds its permits until it has.
+async fn ask_fail_fast(run: &LayerRun, category_token: &CancellationToken) {
+    if matches!(
+        run.planned.layer.fail_fast,
+        FailFast::Layer | FailFast::Disabled
+    ) {
         return;
     }
-    match layer.fail_fast {
-        FailFast::Immediate => run.ctx.stop(StopCause::FailFast {
-            layer: layer.name.clone(),
-        }),
-        FailFast::Category => category_token.cancel(),
-        FailFast::Layer | FailFast::Disabled => {}
+    let (done, answered) = tokio::sync::oneshot::channel();
+    let asked = run.ctx.decisions.send(Decision::UnitFailed {
+        layer: run.name().to_string(),
+        category: category_token.clone(),
+        done,
+    });
+    if asked.is_err() || answered.await.is_err() {
+        run.ctx.fault(
+            names::EXECUTOR,
+            "the dispatcher stopped answering fail-fast decisions".into(),
+            None,
+        );
     }
 }
 
@@ -584,7 +602,7 @@ fn memory_estimate(ctx: &RunContext, cat: &Category, unit: &str) -> u64 {
 async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome> {
     let ctx = &run.ctx;
     let exec_cfg = &ctx.config.execution;
-    let max_attempts = cat.retries + 1;
+    let max_attempts = cat.retries.saturating_add(1);
     for attempt in 1..=max_attempts {
         if run.token.is_cancelled() {
             ctx.emit(EventKind::TestSkipped {
@@ -602,15 +620,20 @@ async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome
             log_max_bytes: exec_cfg.log_file_max_bytes,
         };
         let (result, peak_memory_mb) = run_attempt(run, unit, cat, attempt, &cmd, &limits).await;
+        let mut start_error = None;
         let (outcome, report) = match result {
             Ok(r) => judge(r, cat, run),
-            Err(e) => (
-                Outcome::Error,
-                Report {
-                    message: Some(format!("could not start: {e}")),
-                    ..Report::default()
-                },
-            ),
+            Err(e) => {
+                let message = format!("could not start: {e}");
+                start_error = Some(message.clone());
+                (
+                    Outcome::Error,
+                    Report {
+                        message: Some(message),
+                        ..Report::default()
+                    },
+                )
+            }
         };
         let retryable = matches!(
             outcome,
@@ -635,6 +658,11 @@ async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome
                 unit: unit.id.clone(),
                 processes: report.leaked,
             });
+        }
+        if let Some(message) = start_error {
+            // The runner could not start a process: not the test's failure, the run's.
+            ctx.fault(names::EXECUTOR, message, Some(&unit.id));
+            return Some(outcome);
         }
         import_junit(ctx, unit, attempt, outcome).await;
         if !will_retry {
@@ -743,17 +771,22 @@ async fn run_attempt(
     let started = Instant::now();
     let tracker = ctx.resources.tracker(&unit.id, cat.max_memory_mb, &stop);
     let notice = tracker.notice();
-    let fut = exec::run_unit(cmd, limits, &stop, move |pid| {
-        notice.spawned(pid, &cmd.unit_token);
-        bus.emit(
-            names::EXECUTOR,
-            EventKind::TestStarted {
-                unit: id,
-                attempt,
-                pid,
-            },
-        );
-    });
+    let fut = ctx.launcher.launch(
+        cmd,
+        limits,
+        &stop,
+        Box::new(move |pid| {
+            notice.spawned(pid, &cmd.unit_token);
+            bus.emit(
+                names::EXECUTOR,
+                EventKind::TestStarted {
+                    unit: id,
+                    attempt,
+                    pid,
+                },
+            );
+        }),
+    );
     tokio::pin!(fut);
     let slow = async {
         match cat.slow_after {

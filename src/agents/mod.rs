@@ -1,8 +1,10 @@
 //! The five agents the master controller supervises, and what they share: health.
 //!
 //! - [`test_orchestrator`]: plans the run; owns fail-fast and success criteria.
-//! - [`layer_executor`]: runs a layer's units with modes, limits, retries, timeouts.
-//! - [`background_e2e`]: runs background layers alongside the foreground.
+//! - [`layer_executor`]: runs a layer's units with modes, limits, retries, timeouts,
+//!   behind a [`layer_worker`] the dispatcher commands.
+//! - background_e2e: runs background layers alongside the foreground, at a lower
+//!   priority: a [`layer_worker`] of its own that the dispatcher commands.
 //! - [`progress_streamer`]: console and JSON-lines output from the event stream.
 //! - [`resource_manager`]: slots and memory budgets; admits every unit.
 //! - [`external`]: external agents from `agents/*.yaml` with a `command:`.
@@ -11,9 +13,9 @@
 //! it heartbeats; the controller watches heartbeats and reports changes as
 //! `agent_health` events.
 
-pub mod background_e2e;
 pub mod external;
 pub mod layer_executor;
+pub mod layer_worker;
 pub mod progress_streamer;
 pub mod resource_manager;
 pub mod test_orchestrator;

@@ -6,10 +6,11 @@
 //!    slot is an `flock` held for the worker's life, so a worker that dies, even by
 //!    SIGKILL, frees it. `cancel_requested`, or SIGTERM (default action), while queued:
 //!    cancelled.
-//! 3. `running`: the layers (or categories) run through the ordinary controller
-//!    ([`crate::controller::execute`]) with this run's id and directory, every layer
-//!    through the BackgroundE2EAgent at lower priority, `--background-timeout` as the
-//!    run's global deadline. SIGTERM (what `--kill-background` sends) stops the
+//! 3. `running`: the layers (or categories) run as an ordinary run
+//!    ([`crate::runner::run`], a typed [`RunRequest`]: exactly the requested layers, no
+//!    dependencies added, `--background-timeout` as the global deadline) with this
+//!    run's id and directory, every layer through the BackgroundE2EAgent at lower
+//!    priority. SIGTERM (what `--kill-background` sends) stops the
 //!    units as Ctrl-C does.
 //! 4. Records the outcome, counts and duration from the run's summary.
 
@@ -18,13 +19,15 @@ use std::time::Duration;
 
 use super::state::{Slot, Status, Store};
 use crate::cli::{Cli, LayerSelection, Mode};
+use crate::event::StopCause;
 use crate::exit_code;
+use crate::runner::RunRequest;
 
 /// How often a queued worker looks for a slot.
 const QUEUE_POLL: Duration = Duration::from_millis(250);
 
 /// Runs background run `id` to the end; returns the exit code of its run.
-pub async fn run(mut cli: Cli, id: String) -> i32 {
+pub async fn run(cli: Cli, id: String) -> i32 {
     let root = super::project_root(&cli);
     let store = Store::new(&root);
     let me = std::process::id();
@@ -38,7 +41,7 @@ pub async fn run(mut cli: Cli, id: String) -> i32 {
             return exit_code::INFRASTRUCTURE;
         }
     };
-    let mut config = match crate::controller::load(&cli) {
+    let config = match crate::controller::load(&cli) {
         Ok(c) => c,
         Err(code) => {
             finish_without_run(&store, &id, Status::Failed, code, "configuration error");
@@ -77,11 +80,6 @@ pub async fn run(mut cli: Cli, id: String) -> i32 {
         run.what()
     );
 
-    if let Some(minutes) = cli.background_timeout {
-        config.execution.global_timeout = Some(Duration::from_secs_f64(minutes * 60.0));
-    }
-    // The request names exactly what runs: dependencies outside it are not added.
-    cli.no_dependencies = true;
     let mode = if run.categories.is_empty() {
         Mode::Layers {
             selection: LayerSelection::Names(run.layers.clone()),
@@ -94,17 +92,22 @@ pub async fn run(mut cli: Cli, id: String) -> i32 {
         }
     };
     let address = tokio::spawn(record_progress_url(store.clone(), id.clone()));
-    let code = crate::controller::execute(cli, mode, Arc::new(config)).await;
+    // The request names exactly what runs: dependencies outside it are not added.
+    let request = RunRequest {
+        mode,
+        no_dependencies: true,
+        global_timeout: cli
+            .background_timeout
+            .and_then(|minutes| Duration::try_from_secs_f64(minutes * 60.0).ok()),
+    };
+    let code = crate::runner::run(&cli, request, Arc::new(config)).await;
     address.abort();
 
     let summary = run.final_summary();
     // The global deadline is the background timeout (or the configuration's own).
-    let deadline = crate::agents::layer_executor::StopCause::GlobalTimeout.describe();
-    let timed_out = summary.as_ref().is_some_and(|s| {
-        s.units
-            .values()
-            .any(|u| u.message.as_deref() == Some(deadline.as_str()))
-    });
+    let timed_out = summary
+        .as_ref()
+        .is_some_and(|s| s.stop_cause == Some(StopCause::GlobalTimeout));
     let _ = store.update(&id, |r| {
         r.status = if r.cancel_requested || code == exit_code::INTERRUPTED {
             Status::Cancelled
@@ -128,7 +131,7 @@ pub async fn run(mut cli: Cli, id: String) -> i32 {
             exit_code::USAGE => Some(format!("usage error (see {})", r.log.display())),
             _ if timed_out => Some(match r.timeout_minutes {
                 Some(m) => format!("--background-timeout of {m} min exceeded"),
-                None => deadline.clone(),
+                None => StopCause::GlobalTimeout.describe(),
             }),
             _ => summary.as_ref().and_then(|s| {
                 s.layers

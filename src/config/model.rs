@@ -54,6 +54,9 @@ pub struct Execution {
     pub global_timeout: Option<Duration>,
     /// Layers that run in the background (in addition to layers with `background: true`).
     pub background_layers: Vec<String>,
+    /// At most this many background units at once; default: all slots but one (at
+    /// least one). Background units only take slots the foreground leaves idle.
+    pub background_max_slots: Option<usize>,
     /// Time between SIGTERM and SIGKILL when a unit is stopped. Default 5 s.
     pub kill_grace: Duration,
     /// Base delay before a retry; doubles on every further attempt. Default 200 ms.

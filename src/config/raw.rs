@@ -34,6 +34,7 @@ pub(crate) struct RawExecution {
     pub max_cpu_percent: Option<Located<i64>>,
     pub global_timeout_minutes: Option<Located<f64>>,
     pub background_layers: Option<Names>,
+    pub background_max_slots: Option<Located<i64>>,
     pub kill_grace_seconds: Option<Located<f64>>,
     pub retry_backoff_ms: Option<Located<i64>>,
     pub output_head_bytes: Option<Located<i64>>,

@@ -13,6 +13,8 @@
 //! - `capture`: the bounded head + tail capture and the capped log ([`CapturedOutput`]).
 //! - `procfs`: which processes belong to a unit ([`unit_processes`]), their memory
 //!   ([`tree_rss_bytes`]).
+//! - `groups`: process groups started outside units (discovery builds), tracked so an
+//!   interrupt can stop them ([`track_group`], [`terminate_tracked_groups`]).
 //! - `reaper`: the runner as a child subreaper ([`become_subreaper`],
 //!   [`reap_adopted_orphans`]) without stealing anyone's exit status.
 //! - `unix`: every OS call: spawning, signals, the SIGTERM → grace → SIGKILL sequence
@@ -37,6 +39,7 @@
 //! an aborted executor task leaves no process behind.
 
 mod capture;
+mod groups;
 mod outcome;
 mod procfs;
 mod reaper;
@@ -51,6 +54,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use capture::CapturedOutput;
+pub use groups::{TrackedGroup, terminate_tracked_groups, track_group};
 pub use nix::sys::signal::Signal;
 pub use outcome::{ExecResult, LeakedProcess, Termination, signal_name};
 pub use procfs::{tree_rss_bytes, unit_processes};
@@ -71,6 +75,37 @@ pub const LEAK_GRACE: Duration = Duration::from_millis(500);
 /// end-of-file at once; this bound only matters when a process we could not find or
 /// kill still holds them open.
 pub const OUTPUT_DRAIN_BOUND: Duration = Duration::from_secs(2);
+
+/// How the executor starts a unit attempt: real processes ([`Processes`]) in a run,
+/// a scripted stand-in in the dispatcher's in-process tests (paused time, injected
+/// faults such as a spawn that fails or a task that panics).
+pub trait Launcher: Send + Sync {
+    /// Run one attempt of `cmd`; `on_spawn` gets the process group id once it started.
+    fn launch<'a>(
+        &'a self,
+        cmd: &'a UnitCommand,
+        limits: &'a ExecLimits,
+        stop: &'a StopHandle,
+        on_spawn: Box<dyn FnOnce(u32) + Send + 'a>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<ExecResult>> + Send + 'a>>;
+}
+
+/// Units as real child processes: [`run_unit`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Processes;
+
+impl Launcher for Processes {
+    fn launch<'a>(
+        &'a self,
+        cmd: &'a UnitCommand,
+        limits: &'a ExecLimits,
+        stop: &'a StopHandle,
+        on_spawn: Box<dyn FnOnce(u32) + Send + 'a>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<ExecResult>> + Send + 'a>>
+    {
+        Box::pin(run_unit(cmd, limits, stop, on_spawn))
+    }
+}
 
 /// Runs one unit to completion and returns how it ended, what it printed, and what it
 /// leaked.

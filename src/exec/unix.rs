@@ -256,6 +256,14 @@ pub(crate) fn signal_group(pgid: u32, signal: Signal) -> bool {
     killpg(Pid::from_raw(raw), signal).is_ok()
 }
 
+/// Whether anything is left in process group `pgid` (`kill(-pgid, 0)`).
+pub(crate) fn signal_group_alive(pgid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
+    raw > 1 && killpg(Pid::from_raw(raw), None).is_ok()
+}
+
 /// Signals one process found by a scan, if it is still that process (see module docs).
 pub(crate) fn signal_process(p: &ProcInfo, signal: Signal) {
     if p.pid <= 1 || p.pid == std::process::id() {

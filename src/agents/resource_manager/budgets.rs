@@ -11,6 +11,12 @@
 //! - A unit alone runs whatever its size (alone in the run for the global budget, alone
 //!   in its layer for the layer's), so nothing waits forever.
 //! - Under memory pressure (`throttled`) nothing is admitted while anything runs.
+//! - Foreground first: every waiting foreground request is considered before any
+//!   background one; a background request is granted only while no foreground request
+//!   waits for a global slot or the global memory budget, and while fewer than
+//!   `background_slots` background units run. Background units therefore use only the
+//!   slots the foreground leaves idle, and never all of them when the limit is below
+//!   the slot count.
 //! - Order: first come, first served, with a bounded bypass. A later request may
 //!   overtake one that does not fit only while the one it would overtake has waited
 //!   less than the bypass window. After that, nothing that competes for the budget it
@@ -45,6 +51,8 @@ pub(super) enum Block {
     Global,
     /// Only its layer's slots or memory budget.
     Layer,
+    /// Only the background slots (a background request).
+    Background,
 }
 
 /// The budgets and who holds them.
@@ -57,6 +65,8 @@ pub(super) struct Budgets<R> {
     pub granted: HashMap<u64, Grant>,
     /// Admission paused by memory pressure.
     pub throttled: bool,
+    /// At most this many background units at once.
+    pub background_slots: usize,
     next_id: u64,
 }
 
@@ -75,8 +85,19 @@ impl<R> Budgets<R> {
             queue: VecDeque::new(),
             granted: HashMap::new(),
             throttled: false,
+            background_slots: usize::MAX,
             next_id: 0,
         }
+    }
+
+    /// Limit background units to `slots` at once (None: no separate limit).
+    pub fn with_background_slots(mut self, slots: Option<usize>) -> Self {
+        self.background_slots = slots.unwrap_or(usize::MAX).max(1);
+        self
+    }
+
+    fn background_running(&self) -> usize {
+        self.granted.values().filter(|g| g.req.background).count()
     }
 
     /// Memory charged against the global budget, MiB.
@@ -96,6 +117,9 @@ impl<R> Budgets<R> {
     pub fn fits(&self, req: &AdmissionRequest) -> Result<(), Block> {
         if self.granted.len() >= self.slots {
             return Err(Block::Global);
+        }
+        if req.background && self.background_running() >= self.background_slots {
+            return Err(Block::Background);
         }
         if self.granted.is_empty() {
             return Ok(()); // alone, anything runs: nothing may wait forever
@@ -131,11 +155,33 @@ impl<R> Budgets<R> {
         R: Closable,
     {
         self.queue.retain(|w| !w.reply.is_closed());
+        self.grant_pass(now, false, &mut send);
+        // Background requests only get what no waiting foreground request can use.
+        let foreground_blocked = self
+            .queue
+            .iter()
+            .any(|w| !w.req.background && self.fits(&w.req) == Err(Block::Global));
+        if !foreground_blocked {
+            self.grant_pass(now, true, &mut send);
+        }
+    }
+
+    /// One pass over the waiting requests of one kind (foreground or background).
+    fn grant_pass(
+        &mut self,
+        now: Instant,
+        background: bool,
+        send: &mut impl FnMut(R, u64) -> bool,
+    ) {
         let mut hold_all = false;
         let mut held_layers: HashSet<String> = HashSet::new();
         let mut i = 0;
         while i < self.queue.len() && !hold_all && self.granted.len() < self.slots {
             let w = &self.queue[i];
+            if w.req.background != background {
+                i += 1;
+                continue;
+            }
             let held = held_layers.contains(&w.req.layer);
             match self.fits(&w.req) {
                 Err(block) => {
@@ -145,6 +191,7 @@ impl<R> Budgets<R> {
                             Block::Layer => {
                                 held_layers.insert(w.req.layer.clone());
                             }
+                            Block::Background => {}
                         }
                     }
                     i += 1;
@@ -219,6 +266,7 @@ mod tests {
 
     fn req(unit: &str, layer: &str, mb: u64) -> AdmissionRequest {
         AdmissionRequest {
+            background: false,
             unit: unit.into(),
             layer: layer.into(),
             memory_mb: mb,
@@ -283,6 +331,43 @@ mod tests {
             let id = self.ids[name];
             self.b.release(id);
         }
+
+        /// Queue a background layer's unit at `at_ms`.
+        fn ask_background(&mut self, at_ms: u64, name: &'static str) {
+            let mut r = req(name, "e2e", 0);
+            r.background = true;
+            self.b.queue.push_back(Waiting {
+                req: r,
+                reply: Name(name),
+                since: self.t0 + Duration::from_millis(at_ms),
+            });
+        }
+    }
+
+    #[test]
+    fn foreground_goes_first_and_background_keeps_a_slot_free() {
+        let mut b = Bench::new(2, None, &[]);
+        b.b = std::mem::replace(
+            &mut b.b,
+            Budgets::new(1, None, HashMap::new(), Duration::ZERO),
+        )
+        .with_background_slots(Some(1));
+        // Four background units ask before the fast layer's unit: one takes a slot, the
+        // other slot stays for the foreground.
+        for (i, n) in ["bg1", "bg2", "bg3", "bg4"].into_iter().enumerate() {
+            b.ask_background(i as u64, n);
+        }
+        assert_eq!(b.grant(5), vec!["bg1"]);
+        b.ask(6, "fast", "fast", 0);
+        assert_eq!(b.grant(6), vec!["fast"]);
+        // With both slots taken, a freed slot goes to a waiting foreground unit first.
+        b.ask(7, "fast2", "fast", 0);
+        b.ask_background(7, "bg5");
+        b.done("bg1");
+        assert_eq!(b.grant(8), vec!["fast2"]);
+        b.done("fast");
+        b.done("fast2");
+        assert_eq!(b.grant(9), vec!["bg2"], "one background unit at a time");
     }
 
     #[test]

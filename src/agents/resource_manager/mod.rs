@@ -57,6 +57,9 @@ pub struct AdmissionRequest {
     pub layer: String,
     /// Memory estimate in MiB ([`memory_estimate`]).
     pub memory_mb: u64,
+    /// A background layer's unit: admitted after every foreground request, only into
+    /// slots the foreground leaves idle, and at most `background_slots` at once.
+    pub background: bool,
 }
 
 /// A layer's own budgets.
@@ -83,6 +86,8 @@ pub struct ResourceSettings {
     pub sample_interval: Duration,
     /// Admission pauses while available memory is under this share, percent (0: never).
     pub memory_pressure_percent: f64,
+    /// At most this many background units at once (None: no separate limit).
+    pub background_slots: Option<usize>,
 }
 
 impl ResourceSettings {
@@ -95,6 +100,7 @@ impl ResourceSettings {
             bypass_window: Duration::from_secs(2),
             sample_interval: Duration::from_millis(250),
             memory_pressure_percent: 10.0,
+            background_slots: None,
         }
     }
 }
@@ -479,7 +485,8 @@ pub fn start_with_probe(
             settings.memory_budget_mb,
             settings.layers,
             settings.bypass_window,
-        ),
+        )
+        .with_background_slots(settings.background_slots),
         tx,
         tracked: HashMap::new(),
         bus: bus.clone(),

@@ -61,6 +61,13 @@ impl ResourceSettings {
             bypass_window: Duration::from_millis(rm.bypass_window_ms),
             sample_interval: Duration::from_millis(rm.sample_interval_ms.max(10)),
             memory_pressure_percent: rm.memory_pressure_percent,
+            background_slots: Some(
+                config
+                    .execution
+                    .background_max_slots
+                    .unwrap_or(slots.saturating_sub(1))
+                    .clamp(1, slots.max(1)),
+            ),
         }
     }
 }

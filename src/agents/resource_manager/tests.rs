@@ -8,6 +8,7 @@ use crate::event::HealthStatus;
 
 fn settings(slots: usize, memory: Option<u64>) -> ResourceSettings {
     ResourceSettings {
+        background_slots: None,
         slots,
         memory_budget_mb: memory,
         layers: HashMap::new(),
@@ -19,6 +20,7 @@ fn settings(slots: usize, memory: Option<u64>) -> ResourceSettings {
 
 fn req(unit: &str, mb: u64) -> AdmissionRequest {
     AdmissionRequest {
+        background: false,
         unit: unit.into(),
         layer: "l".into(),
         memory_mb: mb,
@@ -271,6 +273,7 @@ async fn layer_budgets_apply_to_their_layer() {
     );
     let (rm, agent) = start_with_probe(s, &bus, Fake::new().boxed());
     let layer_req = |unit: &str, layer: &str| AdmissionRequest {
+        background: false,
         unit: unit.into(),
         layer: layer.into(),
         memory_mb: 0,

@@ -277,6 +277,14 @@ impl Validator<'_> {
                 .flatten()
                 .map(|n| n.value.clone())
                 .collect(),
+            background_max_slots: self
+                .int(
+                    &r.background_max_slots,
+                    false,
+                    max,
+                    "`execution.background_max_slots`",
+                )
+                .map(|n| n as usize),
             kill_grace: self
                 .duration(
                     &r.kill_grace_seconds,

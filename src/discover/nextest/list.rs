@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
@@ -306,13 +307,18 @@ struct CargoOutput {
 /// Runs cargo in `cwd`, collecting stdout, keeping the end of stderr and, with
 /// `forward`, copying stderr to the runner's stderr as it comes.
 fn run_cargo(args: &[OsString], cwd: &Path, forward: bool) -> std::io::Result<CargoOutput> {
+    // Its own process group, tracked: an interrupt while it builds stops cargo and
+    // every rustc it started (the runner's process group no longer gets the terminal's
+    // Ctrl-C for it).
     let mut child = Command::new(cargo_program())
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()?;
+    let _tracked = crate::exec::track_group(child.id());
     let stderr = child.stderr.take().expect("piped stderr");
     let reader = std::thread::spawn(move || {
         let mut kept = String::new();

@@ -1,473 +1,15 @@
-//! Events: the wire protocol of a run, and `RunState`, the one fold of events.
+//! `RunState`: the one fold of a run's events, and what it derives: counts, ETAs,
+//! the closing line and the run's verdict.
 //!
-//! Every state change of a run is an [`Event`]: an envelope (`v`, `seq`, `ts`, `run_id`,
-//! `thread_id`, `agent`) around a typed [`EventKind`]. Console, JSON lines, summary,
-//! `--orchestration-status` and the WebSocket snapshot are all derived from the same
-//! stream by [`RunState::apply`]; nothing keeps a second bookkeeping of results.
-//! `docs/protocol.md` documents every kind; a test checks that it lists them all.
+//! Every report (console, JUnit, summary, status views, the WebSocket snapshot) reads
+//! this fold; nothing keeps a second bookkeeping of results.
 
 use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-/// Protocol version carried in every envelope.
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// One sequenced record of something that happened in a run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Event {
-    /// Protocol version.
-    pub v: u32,
-    /// Position in the run's stream, from 1, without gaps.
-    pub seq: u64,
-    /// RFC 3339 timestamp.
-    pub ts: String,
-    /// The run this event belongs to.
-    pub run_id: String,
-    /// `--websocket-thread-id`, when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thread_id: Option<String>,
-    /// The agent that emitted the event.
-    pub agent: String,
-    /// What happened.
-    #[serde(flatten)]
-    pub kind: EventKind,
-}
-
-/// How a unit attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Exit code 0.
-    Passed,
-    /// Non-zero exit code.
-    Failed,
-    /// Killed after its timeout.
-    Timeout,
-    /// Killed by a signal it did not ask for (SIGSEGV, SIGABRT...).
-    Crashed,
-    /// Killed because its process tree exceeded its memory limit.
-    MemoryLimit,
-    /// Stopped by the runner (Ctrl-C, fail-fast, layer deadline).
-    Cancelled,
-    /// The runner could not start it.
-    Error,
-}
-
-impl Outcome {
-    /// True for a passing outcome.
-    pub fn is_pass(self) -> bool {
-        self == Outcome::Passed
-    }
-
-    /// True for outcomes counted as failures (everything but passed and cancelled).
-    pub fn is_failure(self) -> bool {
-        !matches!(self, Outcome::Passed | Outcome::Cancelled)
-    }
-}
-
-/// How an imported test case (a `<testcase>` of a unit's JUnit file) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum CaseOutcome {
-    /// No `<failure>`, `<error>` or `<skipped>`.
-    Passed,
-    /// `<failure>`: an assertion failed.
-    Failed,
-    /// `<error>`: the test could not run as written (exception, setup error).
-    Error,
-    /// `<skipped>`.
-    Skipped,
-}
-
-impl CaseOutcome {
-    /// True for `failed` and `error`.
-    pub fn is_failure(self) -> bool {
-        matches!(self, CaseOutcome::Failed | CaseOutcome::Error)
-    }
-}
-
-/// How a layer ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LayerOutcome {
-    /// Success criteria met.
-    Passed,
-    /// Success criteria not met.
-    Failed,
-    /// Did not run (failed dependency, fail-fast, interrupted before it started).
-    Skipped,
-    /// Interrupted while running.
-    Cancelled,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    /// Every layer passed.
-    Passed,
-    /// A layer (or, in legacy mode, a unit) failed.
-    Failed,
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
-    /// Infrastructure error (a service did not start, discovery failed).
-    Error,
-}
-
-/// Health of an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthStatus {
-    /// Created, not yet running.
-    Initialized,
-    /// Running and heartbeating.
-    Healthy,
-    /// Running with reduced function (e.g. console-only, slot-only limits).
-    Degraded,
-    /// No heartbeat for too long.
-    Stale,
-    /// Stopped by an error.
-    Failed,
-    /// Shut down cleanly.
-    Stopped,
-}
-
-/// A unit as planned, listed in `run_started`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PlannedUnit {
-    /// Stable id: `layer/category/name`.
-    pub id: String,
-    /// Layer name.
-    pub layer: String,
-    /// Category name.
-    pub category: String,
-    /// Unit name within the category (a file, a test name, or the category name).
-    pub name: String,
-    /// Expected duration from history (median of recent passing runs), ms; absent for a
-    /// unit without history.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_ms: Option<u64>,
-}
-
-/// Everything that can happen in a run. Serialized with `"type": "<snake_case name>"`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EventKind {
-    /// The run begins: mode, environment and the whole plan.
-    RunStarted {
-        /// `layers`, `legacy`, `streamed` or `master`.
-        mode: String,
-        /// Environment overlay in use.
-        environment: String,
-        /// Layers file.
-        config: String,
-        /// Layers in run order (empty in legacy mode).
-        layers: Vec<String>,
-        /// Global slots.
-        slots: usize,
-        /// Every planned unit.
-        units: Vec<PlannedUnit>,
-        /// Runner process id.
-        pid: u32,
-    },
-    /// The run ended. Always the last event.
-    RunFinished {
-        /// Outcome.
-        outcome: RunOutcome,
-        /// Process exit code.
-        exit_code: i32,
-        /// Wall-clock duration in milliseconds.
-        duration_ms: u64,
-    },
-    /// A layer started.
-    LayerStarted {
-        /// Layer name.
-        layer: String,
-        /// Runs in the background.
-        background: bool,
-        /// Number of units.
-        units: usize,
-    },
-    /// A layer finished or was skipped.
-    LayerFinished {
-        /// Layer name.
-        layer: String,
-        /// Outcome.
-        outcome: LayerOutcome,
-        /// Why it failed or was skipped.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-        /// Wall-clock duration in milliseconds (0 when skipped).
-        duration_ms: u64,
-    },
-    /// A category of a layer started.
-    CategoryStarted {
-        /// Layer name.
-        layer: String,
-        /// Category name.
-        category: String,
-        /// Number of units.
-        units: usize,
-    },
-    /// A category of a layer finished.
-    CategoryFinished {
-        /// Layer name.
-        layer: String,
-        /// Category name.
-        category: String,
-        /// Passed if no unit of the category failed.
-        passed: bool,
-        /// Why it stopped early, if it did.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-    /// An attempt of a unit started.
-    TestStarted {
-        /// Unit id.
-        unit: String,
-        /// Attempt number, from 1.
-        attempt: u32,
-        /// Process id (= process group id).
-        pid: u32,
-    },
-    /// An attempt of a unit finished.
-    TestFinished {
-        /// Unit id.
-        unit: String,
-        /// Attempt number, from 1.
-        attempt: u32,
-        /// Outcome of this attempt.
-        outcome: Outcome,
-        /// Another attempt follows.
-        will_retry: bool,
-        /// Duration of this attempt in milliseconds.
-        duration_ms: u64,
-        /// Exit code, when it exited.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        exit_code: Option<i32>,
-        /// Signal name, when killed by one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        signal: Option<String>,
-        /// Peak RSS of the unit's process tree in MiB, when sampled.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        peak_memory_mb: Option<u64>,
-        /// A short human-readable reason for a non-pass.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        message: Option<String>,
-        /// The last lines of output (non-pass only), bounded.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        output_tail: Option<String>,
-        /// Per-unit log file.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        log: Option<String>,
-    },
-    /// A unit will not run.
-    TestSkipped {
-        /// Unit id.
-        unit: String,
-        /// Why.
-        reason: String,
-    },
-    /// A unit is running longer than its category's `slow_seconds`.
-    TestSlow {
-        /// Unit id.
-        unit: String,
-        /// Elapsed milliseconds.
-        elapsed_ms: u64,
-    },
-    /// A unit left processes behind; they were killed.
-    TestLeaked {
-        /// Unit id.
-        unit: String,
-        /// The leaked processes (`pid cmdline`).
-        processes: Vec<String>,
-    },
-    /// One test case of a unit's imported JUnit file (`{junit}` in the command),
-    /// emitted after the attempt's `test_finished`.
-    TestCase {
-        /// Unit id.
-        unit: String,
-        /// Attempt that produced the file.
-        attempt: u32,
-        /// The `<testsuite>` name in the file.
-        suite: String,
-        /// The `<testcase>` name.
-        name: String,
-        /// Its `classname`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        classname: Option<String>,
-        /// Source file relative to the project root, when known.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        file: Option<String>,
-        /// Line in `file`, when known.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        line: Option<u32>,
-        /// Outcome.
-        outcome: CaseOutcome,
-        /// Duration in milliseconds (0 when the file has none).
-        duration_ms: u64,
-        /// Failure, error or skip message.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        message: Option<String>,
-        /// Failure text (traceback) and captured output, bounded (non-pass only).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        details: Option<String>,
-    },
-    /// A background task (a background layer or a detached background run) started.
-    BackgroundTaskStarted {
-        /// Task id.
-        task: String,
-        /// Layers it runs.
-        layers: Vec<String>,
-    },
-    /// A background task finished.
-    BackgroundTaskFinished {
-        /// Task id.
-        task: String,
-        /// Outcome.
-        outcome: RunOutcome,
-    },
-    /// A service is being started.
-    ServiceStarting {
-        /// Service name.
-        service: String,
-    },
-    /// A service answered its readiness probe.
-    ServiceReady {
-        /// Service name.
-        service: String,
-        /// Started by this run (false: it was already up).
-        started: bool,
-    },
-    /// A service did not become ready.
-    ServiceFailed {
-        /// Service name.
-        service: String,
-        /// Why.
-        reason: String,
-    },
-    /// A service the run started was stopped.
-    ServiceStopped {
-        /// Service name.
-        service: String,
-    },
-    /// Resource use, published periodically by the resource manager.
-    ResourceSample {
-        /// Units running.
-        running: usize,
-        /// Memory admitted (sum of estimates of running units), MiB.
-        admitted_memory_mb: u64,
-        /// RSS of all running unit trees, MiB.
-        used_memory_mb: u64,
-        /// System available memory, MiB.
-        available_memory_mb: u64,
-        /// System CPU use, percent.
-        cpu_percent: f32,
-    },
-    /// Admission paused (memory pressure).
-    ResourceThrottled {
-        /// Why.
-        reason: String,
-    },
-    /// Admission resumed.
-    ResourceResumed,
-    /// An agent's health changed.
-    AgentHealth {
-        /// Agent name.
-        name: String,
-        /// New status.
-        status: HealthStatus,
-        /// Errors seen so far.
-        error_count: u64,
-        /// Last error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_error: Option<String>,
-    },
-    /// Something the user should know that is not a result.
-    Warning {
-        /// Message.
-        message: String,
-        /// Unit concerned, if any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        unit: Option<String>,
-    },
-}
-
-impl EventKind {
-    /// The `type` string of this kind, as on the wire.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            EventKind::RunStarted { .. } => "run_started",
-            EventKind::RunFinished { .. } => "run_finished",
-            EventKind::LayerStarted { .. } => "layer_started",
-            EventKind::LayerFinished { .. } => "layer_finished",
-            EventKind::CategoryStarted { .. } => "category_started",
-            EventKind::CategoryFinished { .. } => "category_finished",
-            EventKind::TestStarted { .. } => "test_started",
-            EventKind::TestFinished { .. } => "test_finished",
-            EventKind::TestSkipped { .. } => "test_skipped",
-            EventKind::TestSlow { .. } => "test_slow",
-            EventKind::TestLeaked { .. } => "test_leaked",
-            EventKind::TestCase { .. } => "test_case",
-            EventKind::BackgroundTaskStarted { .. } => "background_task_started",
-            EventKind::BackgroundTaskFinished { .. } => "background_task_finished",
-            EventKind::ServiceStarting { .. } => "service_starting",
-            EventKind::ServiceReady { .. } => "service_ready",
-            EventKind::ServiceFailed { .. } => "service_failed",
-            EventKind::ServiceStopped { .. } => "service_stopped",
-            EventKind::ResourceSample { .. } => "resource_sample",
-            EventKind::ResourceThrottled { .. } => "resource_throttled",
-            EventKind::ResourceResumed => "resource_resumed",
-            EventKind::AgentHealth { .. } => "agent_health",
-            EventKind::Warning { .. } => "warning",
-        }
-    }
-
-    /// Every `type` string the protocol defines (for the docs-coverage test).
-    pub const ALL_TYPES: &'static [&'static str] = &[
-        "run_started",
-        "run_finished",
-        "layer_started",
-        "layer_finished",
-        "category_started",
-        "category_finished",
-        "test_started",
-        "test_finished",
-        "test_skipped",
-        "test_slow",
-        "test_leaked",
-        "test_case",
-        "background_task_started",
-        "background_task_finished",
-        "service_starting",
-        "service_ready",
-        "service_failed",
-        "service_stopped",
-        "resource_sample",
-        "resource_throttled",
-        "resource_resumed",
-        "agent_health",
-        "warning",
-    ];
-}
-
-impl EventKind {
-    /// The unit an event is about, if any.
-    pub fn unit_id(&self) -> Option<&str> {
-        match self {
-            EventKind::TestStarted { unit, .. }
-            | EventKind::TestFinished { unit, .. }
-            | EventKind::TestSkipped { unit, .. }
-            | EventKind::TestSlow { unit, .. }
-            | EventKind::TestLeaked { unit, .. }
-            | EventKind::TestCase { unit, .. } => Some(unit),
-            _ => None,
-        }
-    }
-}
-
+use super::*;
 /// A new attempt starts: the cases of the previous one leave, their failures are kept
 /// (bounded) to recognise flaky and rerun cases.
 fn carry_case_failures(u: &mut UnitState) {
@@ -836,6 +378,96 @@ pub struct RunState {
     /// as of the last layer event or `resource_sample`; absent without history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_ms: Option<u64>,
+    /// Why the run stopped early, once `run_stopping` said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_cause: Option<StopCause>,
+    /// Internal errors (`internal_error`), the first [`MAX_INTERNAL_ERRORS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub internal_errors: Vec<InternalErrorRecord>,
+    /// How many internal errors there were in all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub internal_error_count: usize,
+    /// Positions in `units` of each layer's units (rebuilt from `units` when absent).
+    #[serde(skip)]
+    pub(crate) layer_index: std::collections::HashMap<String, Vec<usize>>,
+    /// The unfinished layers' ETAs, kept so one layer's change costs no pass over all.
+    #[serde(skip)]
+    pub(crate) eta_parts: EtaParts,
+}
+
+/// The run's ETA in parts: each unfinished layer's contribution, the foreground sum and
+/// the background maximum (a multiset of background ETAs).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct EtaParts {
+    by_layer: std::collections::HashMap<String, (bool, u64)>,
+    foreground_sum: u64,
+    foreground_known: usize,
+    background: BTreeMap<u64, usize>,
+}
+
+impl EtaParts {
+    /// Sets `layer`'s contribution (None: finished or unknown).
+    fn set(&mut self, layer: &str, contribution: Option<(bool, u64)>) {
+        if let Some((bg, eta)) = self.by_layer.remove(layer) {
+            if bg {
+                if let Some(n) = self.background.get_mut(&eta) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.background.remove(&eta);
+                    }
+                }
+            } else {
+                self.foreground_sum -= eta;
+                self.foreground_known -= 1;
+            }
+        }
+        if let Some((bg, eta)) = contribution {
+            if bg {
+                *self.background.entry(eta).or_default() += 1;
+            } else {
+                self.foreground_sum += eta;
+                self.foreground_known += 1;
+            }
+            self.by_layer.insert(layer.to_string(), (bg, eta));
+        }
+    }
+
+    /// Foreground layers one after another, background ones alongside.
+    fn run_eta(&self) -> Option<u64> {
+        let bg = self.background.keys().next_back().copied();
+        (self.foreground_known > 0 || bg.is_some())
+            .then(|| self.foreground_sum.max(bg.unwrap_or(0)))
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// How many internal errors the fold keeps in detail.
+pub const MAX_INTERNAL_ERRORS: usize = 100;
+
+/// An `internal_error`, as folded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InternalErrorRecord {
+    /// The task or check that failed.
+    pub task: String,
+    /// What happened.
+    pub message: String,
+    /// The unit concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// The run's verdict, derived from the fold alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Outcome.
+    pub outcome: RunOutcome,
+    /// The process exit code.
+    pub exit_code: i32,
+    /// Why it is not a pass, in words.
+    pub reason: Option<String>,
 }
 
 impl RunState {
@@ -880,6 +512,18 @@ impl RunState {
                 for u in units {
                     self.layers.entry(u.layer.clone()).or_default().counts.total += 1;
                     self.counts.total += 1;
+                    if self.units.contains_key(&u.id) {
+                        self.record_internal_error(
+                            "plan",
+                            "the unit is planned twice",
+                            Some(&u.id),
+                        );
+                        continue;
+                    }
+                    self.layer_index
+                        .entry(u.layer.clone())
+                        .or_default()
+                        .push(self.units.len());
                     self.units.insert(
                         u.id.clone(),
                         UnitState {
@@ -928,7 +572,7 @@ impl RunState {
                 l.started = true;
                 l.background = *background;
                 l.started_at = Some(event.ts.clone());
-                self.refresh_eta(&event.ts);
+                self.refresh_layer_eta(layer, &event.ts);
             }
             EventKind::LayerFinished {
                 layer,
@@ -940,7 +584,7 @@ impl RunState {
                 l.outcome = Some(*outcome);
                 l.reason = reason.clone();
                 l.duration_ms = Some(*duration_ms);
-                self.refresh_eta(&event.ts);
+                self.refresh_layer_eta(layer, &event.ts);
             }
             EventKind::TestStarted { unit, attempt, .. } => {
                 let ts = event.ts.clone();
@@ -969,8 +613,21 @@ impl RunState {
                 ..
             } => {
                 let Some(u) = self.units.get_mut(unit) else {
+                    self.record_internal_error(
+                        "invariant",
+                        "an outcome for an unplanned unit",
+                        Some(unit),
+                    );
                     return;
                 };
+                if matches!(u.status, UnitStatus::Finished | UnitStatus::Skipped) {
+                    self.record_internal_error(
+                        "invariant",
+                        "a second outcome for a unit that had one",
+                        Some(unit),
+                    );
+                    return;
+                }
                 let was_running = u.status == UnitStatus::Running;
                 u.duration_ms = Some(*duration_ms);
                 u.started_at = None;
@@ -1023,9 +680,19 @@ impl RunState {
             }
             EventKind::TestSkipped { unit, reason } => {
                 let Some(u) = self.units.get_mut(unit) else {
+                    self.record_internal_error(
+                        "invariant",
+                        "a skip for an unplanned unit",
+                        Some(unit),
+                    );
                     return;
                 };
                 if matches!(u.status, UnitStatus::Finished | UnitStatus::Skipped) {
+                    self.record_internal_error(
+                        "invariant",
+                        "a second outcome for a unit that had one",
+                        Some(unit),
+                    );
                     return;
                 }
                 let was_running = u.status == UnitStatus::Running;
@@ -1057,6 +724,16 @@ impl RunState {
                 self.resources = Some(event.kind.clone());
                 self.refresh_eta(&event.ts);
             }
+            EventKind::RunStopping { cause } => {
+                if self.stop_cause.is_none() {
+                    self.stop_cause = Some(cause.clone());
+                }
+            }
+            EventKind::InternalError {
+                task,
+                message,
+                unit,
+            } => self.record_internal_error(task, message, unit.as_deref()),
             EventKind::ResourceThrottled { .. } => self.throttled = true,
             EventKind::ResourceResumed => self.throttled = false,
             EventKind::Warning { message, unit } => {
@@ -1214,35 +891,150 @@ impl RunState {
         Some(work.div_ceil(slots.max(1) as u64).max(longest))
     }
 
+    /// Recomputes the ETA of one layer (its units changed) and of the run at `ts`.
+    fn refresh_layer_eta(&mut self, layer: &str, ts: &str) {
+        let eta = match self.layers.get(layer) {
+            Some(l) if l.outcome.is_none() => self.layer_eta(layer, self.slots, ts.parse().ok()),
+            _ => None,
+        };
+        let Some(l) = self.layers.get_mut(layer) else {
+            return;
+        };
+        l.eta_ms = eta;
+        let contribution = eta.map(|e| (l.background, e));
+        self.eta_parts.set(layer, contribution);
+        self.eta_ms = self.eta_parts.run_eta();
+    }
+
     /// Recomputes the ETAs of the layers and the run at `ts`.
     fn refresh_eta(&mut self, ts: &str) {
         let slots = self.slots;
+        let now = ts.parse().ok();
         let names: Vec<String> = self.layers.keys().cloned().collect();
+        let mut parts = EtaParts::default();
         for name in names {
             let finished = self.layers[&name].outcome.is_some();
             let eta = if finished {
                 None
             } else {
-                self.layer_eta(&name, slots, ts.parse().ok())
+                self.layer_eta(&name, slots, now)
             };
             if let Some(l) = self.layers.get_mut(&name) {
                 l.eta_ms = eta;
+                parts.set(&name, eta.map(|e| (l.background, e)));
             }
         }
-        self.eta_ms = Self::combine_etas(
-            self.layers
-                .values()
-                .filter(|l| l.outcome.is_none())
-                .map(|l| (l.background, l.eta_ms)),
-        );
+        self.eta_ms = parts.run_eta();
+        self.eta_parts = parts;
     }
 
     /// Units of `layer`, in plan order.
     pub fn layer_units<'a>(
         &'a self,
         layer: &'a str,
-    ) -> impl Iterator<Item = (&'a String, &'a UnitState)> {
-        self.units.iter().filter(move |(_, u)| u.layer == layer)
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a UnitState)> + 'a> {
+        match self.layer_index.get(layer) {
+            Some(at) => Box::new(at.iter().filter_map(|i| self.units.get_index(*i))),
+            // A state read back from JSON has no index.
+            None if self.layer_index.is_empty() => {
+                Box::new(self.units.iter().filter(move |(_, u)| u.layer == layer))
+            }
+            None => Box::new(std::iter::empty()),
+        }
+    }
+
+    fn record_internal_error(&mut self, task: &str, message: &str, unit: Option<&str>) {
+        self.internal_error_count += 1;
+        if self.internal_errors.len() < MAX_INTERNAL_ERRORS {
+            self.internal_errors.push(InternalErrorRecord {
+                task: task.to_string(),
+                message: message.to_string(),
+                unit: unit.map(str::to_string),
+            });
+        }
+    }
+
+    /// Planned units that have no terminal outcome (neither finished nor skipped).
+    pub fn units_without_outcome(&self) -> impl Iterator<Item = &String> {
+        self.units
+            .iter()
+            .filter(|(_, u)| !matches!(u.status, UnitStatus::Finished | UnitStatus::Skipped))
+            .map(|(id, _)| id)
+    }
+
+    /// The run's verdict from the fold alone, in this order: an internal error or a
+    /// planned unit without an outcome is an infrastructure error (3); an interruption
+    /// is 130; a service that did not come up is 3; a failed layer (in legacy mode, a
+    /// failed unit) is 1; anything else passed (0).
+    pub fn verdict(&self) -> Verdict {
+        use crate::exit_code;
+        let verdict = |outcome, exit_code, reason: Option<String>| Verdict {
+            outcome,
+            exit_code,
+            reason,
+        };
+        if let Some(e) = self.internal_errors.first() {
+            let what = match &e.unit {
+                Some(u) => format!("{}: {} ({u})", e.task, e.message),
+                None => format!("{}: {}", e.task, e.message),
+            };
+            return verdict(
+                RunOutcome::Error,
+                exit_code::INFRASTRUCTURE,
+                Some(format!("internal error in {what}")),
+            );
+        }
+        let missing: Vec<&String> = self.units_without_outcome().take(5).collect();
+        if !missing.is_empty() {
+            let n = self.units_without_outcome().count();
+            let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            return verdict(
+                RunOutcome::Error,
+                exit_code::INFRASTRUCTURE,
+                Some(format!(
+                    "{n} planned unit(s) ended without an outcome: {}{}",
+                    names.join(", "),
+                    if n > names.len() { ", ..." } else { "" }
+                )),
+            );
+        }
+        if let Some((name, _)) = self.layers.iter().find(|(_, l)| l.outcome.is_none()) {
+            return verdict(
+                RunOutcome::Error,
+                exit_code::INFRASTRUCTURE,
+                Some(format!("layer `{name}` never finished")),
+            );
+        }
+        match &self.stop_cause {
+            Some(StopCause::Interrupted) => {
+                return verdict(
+                    RunOutcome::Interrupted,
+                    exit_code::INTERRUPTED,
+                    Some("interrupted".into()),
+                );
+            }
+            Some(c @ (StopCause::ServiceFailed { .. } | StopCause::InternalError { .. })) => {
+                return verdict(
+                    RunOutcome::Error,
+                    exit_code::INFRASTRUCTURE,
+                    Some(c.describe()),
+                );
+            }
+            _ => {}
+        }
+        if let Some((name, l)) = self
+            .layers
+            .iter()
+            .find(|(_, l)| l.outcome == Some(LayerOutcome::Failed))
+        {
+            let why = l.reason.as_deref().unwrap_or("failed");
+            return verdict(
+                RunOutcome::Failed,
+                exit_code::FAILED,
+                Some(format!("layer `{name}`: {why}")),
+            );
+        }
+        verdict(RunOutcome::Passed, exit_code::PASSED, None)
     }
 
     /// `tests: N passed, N failed[, N skipped]` when some unit imported test cases (the

@@ -1,0 +1,498 @@
+//! A run, from request to exit code: plan it, start its outputs and agents, hand it to
+//! the [`dispatcher`], write its reports from the final fold.
+//!
+//! - [`RunRequest`]: what to run, typed (the command line's run flags, or a detached
+//!   background worker's request): nothing here mutates the parsed command line.
+//! - [`signals`]: the injectable interrupt source, installed before planning so that an
+//!   interrupt during discovery or a build stops it too.
+//! - [`dispatcher`]: the master controller's loop, the one owner of the run's decisions.
+//!
+//! Phases and interrupts: planning (discovery, builds) races the interrupt source: on
+//! an interrupt the discovery process groups are terminated and the run goes on with an
+//! empty plan that is already stopping, so its reports are written and it exits 130.
+//! During the run the dispatcher handles interrupts. Once the verdict is known it
+//! stands: an interrupt while reports are written lets them finish, a second one exits
+//! at once.
+
+pub mod dispatcher;
+pub mod signals;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use is_terminal::IsTerminal;
+use tokio_util::sync::CancellationToken;
+
+use self::dispatcher::{Dispatch, HealthSink};
+use self::signals::SignalSource;
+use crate::agents::layer_executor::RunContext;
+use crate::agents::layer_worker::{self, WorkerSettings};
+use crate::agents::resource_manager::{self, ResourceSettings};
+use crate::agents::test_orchestrator::{self, PlanRequest};
+use crate::agents::{AgentHandle, Health, names, progress_streamer};
+use crate::bus::EventBus;
+use crate::cli::{Cli, Mode};
+use crate::config::agents::Manifest;
+use crate::config::{Config, FailFast};
+use crate::event::{EventKind, PlannedUnit, StopCause};
+use crate::exit_code;
+use crate::plan::{Plan, PlanOptions};
+use crate::report::{console, files};
+
+/// What to run: a layered or legacy selection and the options that shape the plan.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// Layers (with the streamed/master variants) or legacy categories.
+    pub mode: Mode,
+    /// Do not add the layers or categories the selection depends on.
+    pub no_dependencies: bool,
+    /// Overrides `execution.global_timeout_minutes` (a background run's timeout).
+    pub global_timeout: Option<Duration>,
+}
+
+impl RunRequest {
+    /// The run the command line asks for.
+    pub fn from_cli(cli: &Cli, mode: Mode) -> Self {
+        Self {
+            mode,
+            no_dependencies: cli.no_dependencies,
+            global_timeout: None,
+        }
+    }
+}
+
+/// Global slots: `--jobs`, else `execution.max_parallel_tests`, else the CPU count;
+/// capped by `max_cpu_percent` of the cores.
+pub fn slots(cli_jobs: Option<usize>, config: &Config) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut slots = cli_jobs
+        .or(config.execution.max_parallel_tests)
+        .unwrap_or(cores);
+    if let Some(pct) = config.execution.max_cpu_percent {
+        slots = slots.min(resource_manager::cpu_slots(cores, pct));
+    }
+    slots.max(1)
+}
+
+/// One run (layers or legacy categories) from plan to summary; returns its exit code.
+pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
+    let started = Instant::now();
+    // First, so that no phase runs without an owner for Ctrl-C and SIGTERM.
+    let mut signals = match SignalSource::os() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("runner: cannot install signal handlers: {e}");
+            return exit_code::INFRASTRUCTURE;
+        }
+    };
+    let mode = request.mode.clone();
+    let streamed = matches!(
+        &mode,
+        Mode::Layers {
+            thread_id: Some(_),
+            ..
+        }
+    );
+    let progress_server = match crate::server::ServerSettings::resolve(cli, &config, streamed) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit_code::USAGE;
+        }
+    };
+    let _log_guard = crate::logging::init(&config.root);
+    if let Err(e) = crate::exec::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
+    let slots = slots(cli.jobs, &config);
+    let opts = PlanOptions {
+        no_dependencies: request.no_dependencies,
+        resume_from: cli.resume_from.clone(),
+        fail_fast_override: if cli.fast_fail {
+            Some(FailFast::Immediate)
+        } else if cli.no_fail_fast {
+            Some(FailFast::Disabled)
+        } else {
+            None
+        },
+        real_services: cli.real_services || config.execution.real_services,
+        run_ignored: cli.run_ignored,
+        skip_test_listing: false,
+    };
+
+    let (orchestrator, orchestrator_agent) = test_orchestrator::start(Arc::clone(&config), opts);
+    let plan_request = match &mode {
+        Mode::Layers { selection, .. } => PlanRequest::Layers(selection.clone()),
+        Mode::Legacy { categories } => PlanRequest::Legacy(categories.clone()),
+        _ => unreachable!("runner::run is called for runs only"),
+    };
+    // Planning may build and list Rust tests: an interrupt stops the builds.
+    let planned = {
+        let planning = orchestrator.plan(plan_request);
+        tokio::pin!(planning);
+        tokio::select! {
+            r = &mut planning => Some(r),
+            _ = signals.next() => {
+                eprintln!("runner: interrupted while planning; stopping discovery");
+                tokio::task::spawn_blocking(|| crate::exec::terminate_tracked_groups(Duration::from_secs(2)))
+                    .await
+                    .ok();
+                // Discovery ends once its processes are gone; its error is not the run's.
+                let _ = tokio::time::timeout(Duration::from_secs(5), planning).await;
+                None
+            }
+        }
+    };
+    let interrupted_while_planning = planned.is_none();
+    let mut plan = match planned {
+        Some(Ok(plan)) => plan,
+        Some(Err(e)) => {
+            eprintln!("error: {}", e.message);
+            orchestrator_agent.stop().await;
+            return e.exit_code();
+        }
+        None => Plan {
+            stages: Vec::new(),
+            background: Vec::new(),
+            resumed_past: Vec::new(),
+            legacy: matches!(mode, Mode::Legacy { .. }),
+            warnings: Vec::new(),
+        },
+    };
+    if !interrupted_while_planning {
+        // Background layers go to a detached worker (--background-e2e), or, in a worker,
+        // all run as background.
+        plan = match crate::background::launch::prepare_plan(cli, &config, plan) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => {
+                orchestrator_agent.stop().await;
+                return exit_code::PASSED;
+            }
+            Err(code) => {
+                orchestrator_agent.stop().await;
+                return code;
+            }
+        };
+    }
+    // History: --rerun-failed, longest-first order, memory estimates, ETAs.
+    let history = crate::store::load(&config.root, plan.units().map(|u| u.id.as_str()));
+    plan.warnings.extend(history.warning.clone());
+    if cli.rerun_failed && !interrupted_while_planning {
+        match crate::store::rerun_failed(&mut plan, &history) {
+            crate::store::Rerun::NothingLeft { of } => {
+                eprintln!(
+                    "runner: --rerun-failed: none of the {of} selected units failed or was left unfinished last time; nothing to run"
+                );
+                println!("0 passed, 0 failed");
+                orchestrator_agent.stop().await;
+                return exit_code::PASSED;
+            }
+            crate::store::Rerun::Unknown => plan.warnings.push(
+                "--rerun-failed: history knows none of the selected units; running them all".into(),
+            ),
+            crate::store::Rerun::Selected { kept, of } => plan.warnings.push(format!(
+                "--rerun-failed: running {kept} of {of} units (failed or unfinished last time)"
+            )),
+        }
+    }
+    let mut plan = apply_partition(cli, plan);
+    let hints = Arc::new(history.hints(cli.failed_first));
+    crate::plan::order_units(&mut plan, &hints);
+    if plan.legacy {
+        let why = if config.has_layers {
+            "no layer requested"
+        } else {
+            "the configuration defines no layers"
+        };
+        eprintln!("runner: {why}; running in legacy category mode");
+    }
+
+    let (run_id, run_dir) = crate::background::run_location(cli, &config.root);
+    let thread_id = match &mode {
+        Mode::Layers { thread_id, .. } => thread_id.clone(),
+        _ => None,
+    };
+    let bus = EventBus::new(&run_id, thread_id.as_deref());
+    let stdout_tty = std::io::stdout().is_terminal();
+    let colour = stdout_tty && std::env::var_os("NO_COLOR").is_none();
+    let ci = std::env::var_os("CI").is_some();
+    let mut event_files = vec![run_dir.join("events.jsonl")];
+    event_files.extend(cli.events.clone());
+    let (streamer, streamer_agent) = progress_streamer::start(
+        &bus,
+        progress_streamer::StreamerSettings {
+            mode: console::resolve_mode(cli.progress_mode, stdout_tty, ci),
+            colour,
+            event_files,
+            server: progress_server,
+        },
+    );
+    let external = crate::agents::external::start(&bus, &config.agents.external, &config.root);
+
+    let info = files::RunInfo {
+        run_id: run_id.clone(),
+        pid: std::process::id(),
+        mode: mode.name().to_string(),
+        config: config.source.display().to_string(),
+        started_at: crate::bus::now_rfc3339(),
+        progress_url: streamer.progress_url(),
+    };
+    if let Err(e) = files::write_atomic(
+        &run_dir.join("run.json"),
+        &serde_json::to_vec_pretty(&info).unwrap_or_default(),
+    ) {
+        eprintln!("runner: cannot write to {}: {e}", run_dir.display());
+        return exit_code::INFRASTRUCTURE;
+    }
+
+    bus.emit(
+        names::CONTROLLER,
+        EventKind::RunStarted {
+            mode: mode.name().to_string(),
+            environment: config.environment.clone(),
+            config: config.source.display().to_string(),
+            layers: plan.layers().map(|l| l.layer.name.clone()).collect(),
+            slots,
+            units: plan
+                .units()
+                .map(|u| PlannedUnit {
+                    id: u.id.clone(),
+                    layer: u.layer.clone(),
+                    category: u.category.clone(),
+                    name: u.name.clone(),
+                    expected_ms: hints.expected(&u.id).map(|d| d.as_millis() as u64),
+                })
+                .collect(),
+            pid: std::process::id(),
+        },
+    );
+    for w in &plan.warnings {
+        bus.emit(
+            names::ORCHESTRATOR,
+            EventKind::Warning {
+                message: w.clone(),
+                unit: None,
+            },
+        );
+    }
+    if !plan.resumed_past.is_empty() {
+        bus.emit(
+            names::ORCHESTRATOR,
+            EventKind::Warning {
+                message: format!(
+                    "--resume-from: not running {}",
+                    plan.resumed_past.join(", ")
+                ),
+                unit: None,
+            },
+        );
+    }
+
+    // Started after `run_started`, so its samples never precede it.
+    let mut resource_settings =
+        ResourceSettings::from_config(&config, slots, plan.layers().map(|l| &l.layer));
+    if cli.background_worker.is_some() {
+        // A detached background run has no foreground to keep a slot free for.
+        resource_settings.background_slots = None;
+    }
+    let (resources, resource_agent) = resource_manager::start(resource_settings, &bus);
+    let executor_health = Health::new(names::EXECUTOR);
+    let (decisions_tx, decisions) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = Arc::new(RunContext {
+        bus: bus.clone(),
+        config: Arc::clone(&config),
+        resources,
+        run_dir: run_dir.clone(),
+        run_token: CancellationToken::new(),
+        kill_now: CancellationToken::new(),
+        decisions: decisions_tx,
+        launcher: Arc::new(crate::exec::Processes),
+        health: Arc::clone(&executor_health),
+        hints,
+    });
+    if interrupted_while_planning {
+        ctx.stop(StopCause::Interrupted);
+    }
+    let (executor, executor_agent) = layer_worker::start(
+        Arc::clone(&ctx),
+        WorkerSettings {
+            name: names::EXECUTOR,
+            nice: None,
+            heartbeat: config.agents.layer_executor.common().heartbeat(),
+            health: Some(executor_health),
+        },
+    );
+    let nice = config.agents.background_e2e.nice;
+    let (background_worker, background_agent) = layer_worker::start(
+        Arc::clone(&ctx),
+        WorkerSettings {
+            name: names::BACKGROUND,
+            nice: (nice != 0).then_some(nice),
+            heartbeat: config.agents.background_e2e.common().heartbeat(),
+            health: None,
+        },
+    );
+    let agents: Vec<AgentHandle> = vec![
+        resource_agent,
+        streamer_agent,
+        orchestrator_agent,
+        executor_agent,
+        background_agent,
+    ];
+    let healths: Vec<Arc<Health>> = agents.iter().map(|a| Arc::clone(&a.health)).collect();
+    for h in &healths {
+        h.set_stale_after(stale_after(&config, h.name()));
+    }
+    let health_sink: HealthSink = {
+        let run_dir = run_dir.clone();
+        Box::new(move |reports| {
+            let json = serde_json::to_vec_pretty(reports).unwrap_or_default();
+            if let Err(e) = files::write_atomic(&run_dir.join("agents.json"), &json) {
+                tracing::warn!("cannot persist agents' health: {e}");
+            }
+        })
+    };
+    let Plan {
+        stages, background, ..
+    } = plan;
+    let services = crate::services::Services::new(Arc::clone(&ctx));
+    let verdict = dispatcher::dispatch(
+        Dispatch {
+            ctx: Arc::clone(&ctx),
+            stages,
+            background,
+            services,
+            executor,
+            background_worker,
+            decisions,
+            global_timeout: request.global_timeout.or(config.execution.global_timeout),
+            agents: healths,
+            health_sink: Some(health_sink),
+        },
+        &mut signals,
+    )
+    .await;
+    if let Some(why) = &verdict.reason
+        && verdict.exit_code == exit_code::INFRASTRUCTURE
+    {
+        eprintln!("runner: {why}");
+    }
+
+    // Reports: the run is over and its verdict stands. A first interrupt from here on
+    // lets the reports finish (and ends a `--websocket-linger`); a second exits at once.
+    let late = tokio::spawn(async move {
+        signals.next().await;
+        signals.next().await;
+        std::process::exit(exit_code::INTERRUPTED);
+    });
+    if crate::report::github::enabled() {
+        // Before `run_finished`, so the closing line stays the last line.
+        let json = cli.progress_mode == Some(crate::cli::ProgressMode::Json);
+        crate::report::github::print_annotations(&bus.snapshot(), &config, json);
+    }
+    bus.emit(
+        names::CONTROLLER,
+        EventKind::RunFinished {
+            outcome: verdict.outcome,
+            exit_code: verdict.exit_code,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+    );
+    bus.close();
+    let progress_server = streamer.finish().await;
+    for agent in external {
+        let _ = agent.await;
+    }
+    let summary = bus.snapshot();
+    if let Err(e) = files::write_atomic(
+        &run_dir.join("summary.json"),
+        &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+    ) {
+        eprintln!("runner: cannot write summary: {e}");
+    }
+    if let Some(path) = &cli.junit
+        && let Err(e) = crate::report::junit::write(path, &summary)
+    {
+        eprintln!("runner: cannot write JUnit report {}: {e}", path.display());
+    }
+    if crate::report::github::enabled()
+        && let Err(e) = crate::report::github::append_step_summary(&summary)
+    {
+        eprintln!("runner: cannot append to $GITHUB_STEP_SUMMARY: {e}");
+    }
+    // History last: a slow or locked database never delays the run's own reports.
+    let root = config.root.clone();
+    match tokio::task::spawn_blocking(move || crate::store::save(&root, &summary)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => eprintln!("runner: history: cannot record this run: {e}"),
+        Err(e) => eprintln!("runner: history: cannot record this run: {e}"),
+    }
+    if let Some(server) = progress_server {
+        server.finish().await;
+    }
+    for agent in agents {
+        agent.stop().await;
+    }
+    crate::exec::reap_adopted_orphans();
+    log_own_usage();
+    late.abort();
+    verdict.exit_code
+}
+
+/// Log the runner's own CPU time and peak memory (children excluded): the figure the
+/// overhead benchmarks read.
+fn log_own_usage() {
+    if let Ok(u) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        let ms =
+            |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1000.0 + t.tv_usec() as f64 / 1000.0;
+        tracing::info!(
+            user_ms = ms(u.user_time()),
+            system_ms = ms(u.system_time()),
+            max_rss_kb = u.max_rss(),
+            "runner resource usage"
+        );
+    }
+}
+
+/// `--partition K/N`: keep this shard's units, balanced by `--durations-from` when given
+/// (a JUnit report, or a history database: every shard must read the same file; an
+/// unreadable file is a warning: the shards are then balanced by count).
+fn apply_partition(cli: &Cli, mut plan: Plan) -> Plan {
+    let Some(p) = cli.partition else {
+        return plan;
+    };
+    let mut durations = std::collections::HashMap::new();
+    if let Some(path) = &cli.durations_from {
+        let read = if crate::store::is_database(path) {
+            crate::store::durations_from(path).map_err(|e| e.to_string())
+        } else {
+            crate::report::junit_import::durations_from(path)
+        };
+        match read {
+            Ok(d) => durations = d,
+            Err(e) => plan.warnings.push(format!(
+                "--durations-from: cannot read {e}; shards are balanced by count"
+            )),
+        }
+    }
+    crate::plan::partition(plan, p.k, p.n, &durations)
+}
+
+/// The `stale_after_ms` of agent `name`'s manifest.
+fn stale_after(config: &Config, name: &str) -> Duration {
+    let a = &config.agents;
+    let common = match name {
+        names::ORCHESTRATOR => a.test_orchestrator.common(),
+        names::EXECUTOR => a.layer_executor.common(),
+        names::BACKGROUND => a.background_e2e.common(),
+        names::STREAMER => a.progress_streamer.common(),
+        names::RESOURCES => a.resource_manager.common(),
+        _ => a.layer_executor.common(),
+    };
+    common.stale_after()
+}
