@@ -27,6 +27,8 @@ fn main() {
         }
     };
     let code = runtime.block_on(controller::run(cli));
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Every report is written by now: blocking tasks still running (a sampler between
+    // two reads) are not waited for.
+    runtime.shutdown_background();
     std::process::exit(code);
 }

@@ -523,12 +523,15 @@ fn background_only_categories(config: &Config) -> HashSet<&str> {
 
 /// `selected` plus every layer they depend on, transitively.
 fn with_dependencies<'a>(config: &'a Config, selected: Vec<&'a Layer>) -> Vec<&'a Layer> {
+    let by_name: HashMap<&str, &Layer> =
+        config.layers.iter().map(|l| (l.name.as_str(), l)).collect();
+    let mut seen: HashSet<&str> = selected.iter().map(|l| l.name.as_str()).collect();
     let mut out = selected;
     let mut i = 0;
     while i < out.len() {
         for dep in &out[i].depends_on {
-            if let Some(layer) = config.layer(dep)
-                && !out.iter().any(|l| l.name == layer.name)
+            if let Some(layer) = by_name.get(dep.as_str())
+                && seen.insert(layer.name.as_str())
             {
                 out.push(layer);
             }
@@ -538,33 +541,69 @@ fn with_dependencies<'a>(config: &'a Config, selected: Vec<&'a Layer>) -> Vec<&'
     out
 }
 
-/// Topological order (dependencies first), ties broken by execution_order, priority, file order.
+/// Topological order (dependencies first), ties broken by execution_order, priority, file
+/// order: of the layers whose dependencies are placed, the one with the smallest key goes
+/// next (Kahn's algorithm with a heap: linear in layers and dependencies, up to the log).
 fn order_layers<'a>(config: &'a Config, selected: &[&'a Layer]) -> Vec<&'a Layer> {
-    let index = |name: &str| {
-        config
-            .layers
-            .iter()
-            .position(|l| l.name == name)
-            .unwrap_or(0)
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let file_index: HashMap<&str, usize> = config
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.name.as_str(), i))
+        .collect();
+    let key = |l: &Layer| {
+        (
+            l.execution_order,
+            -l.priority,
+            file_index.get(l.name.as_str()).copied().unwrap_or(0),
+        )
     };
-    let key = |l: &Layer| (l.execution_order, -l.priority, index(&l.name));
-    let mut remaining: Vec<&Layer> = selected.to_vec();
-    remaining.sort_by_key(|l| key(l));
-    let names: HashSet<&str> = selected.iter().map(|l| l.name.as_str()).collect();
-    let mut done: HashSet<&str> = HashSet::new();
-    let mut out = Vec::new();
-    while !remaining.is_empty() {
-        let pos = remaining
-            .iter()
-            .position(|l| {
-                l.depends_on
-                    .iter()
-                    .all(|d| done.contains(d.as_str()) || !names.contains(d.as_str()))
-            })
-            .unwrap_or(0); // cycles are rejected by validation
-        let layer = remaining.remove(pos);
-        done.insert(&layer.name);
-        out.push(layer);
+    let at: HashMap<&str, usize> = selected
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.name.as_str(), i))
+        .collect();
+    let mut waiting_on = vec![0usize; selected.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); selected.len()];
+    for (i, l) in selected.iter().enumerate() {
+        let deps: HashSet<&str> = l.depends_on.iter().map(String::as_str).collect();
+        for d in deps {
+            if let Some(&j) = at.get(d)
+                && j != i
+            {
+                waiting_on[i] += 1;
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(_, usize)>> = (0..selected.len())
+        .filter(|&i| waiting_on[i] == 0)
+        .map(|i| Reverse((key(selected[i]), i)))
+        .collect();
+    let mut placed = vec![false; selected.len()];
+    let mut out = Vec::with_capacity(selected.len());
+    while out.len() < selected.len() {
+        let next = match ready.pop() {
+            Some(Reverse((_, i))) => i,
+            // A cycle (rejected by validation): take the smallest remaining key.
+            None => (0..selected.len())
+                .filter(|&i| !placed[i])
+                .min_by_key(|&i| key(selected[i]))
+                .expect("a remaining layer"),
+        };
+        if placed[next] {
+            continue;
+        }
+        placed[next] = true;
+        out.push(selected[next]);
+        for &d in &dependents[next] {
+            waiting_on[d] = waiting_on[d].saturating_sub(1);
+            if waiting_on[d] == 0 && !placed[d] {
+                ready.push(Reverse((key(selected[d]), d)));
+            }
+        }
     }
     out
 }

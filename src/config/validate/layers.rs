@@ -28,23 +28,25 @@ impl Validator<'_> {
                 categories.push(c.value.clone());
             }
         }
-        let mut refs =
-            |list: &Option<Vec<Located<String>>>, field: &str, known: &[String], kind: &str| {
-                let mut out = Vec::new();
-                for item in list.iter().flatten() {
-                    if kind == "layer" && item.value == *n {
-                        let verb = if field == "depends_on" {
-                            "depends on"
-                        } else {
-                            "conflicts with"
-                        };
-                        self.err(item.loc, format!("{ctx} {verb} itself"));
-                    } else if self.reference(item, known, kind, &format!("in `{field}` of {ctx}")) {
-                        out.push(item.value.clone());
-                    }
+        let mut refs = |list: &Option<Vec<Located<String>>>,
+                        field: &str,
+                        known: &super::NameSet,
+                        kind: &str| {
+            let mut out = Vec::new();
+            for item in list.iter().flatten() {
+                if kind == "layer" && item.value == *n {
+                    let verb = if field == "depends_on" {
+                        "depends on"
+                    } else {
+                        "conflicts with"
+                    };
+                    self.err(item.loc, format!("{ctx} {verb} itself"));
+                } else if self.reference(item, known, kind, &format!("in `{field}` of {ctx}")) {
+                    out.push(item.value.clone());
                 }
-                out
-            };
+            }
+            out
+        };
         let depends_on = refs(&r.depends_on, "depends_on", &names.layers, "layer");
         let conflicts = refs(&r.conflicts, "conflicts", &names.layers, "layer");
         let required_services = refs(

@@ -61,12 +61,14 @@ pub(crate) fn validate(
     let raw_layers = raw.layers.map(|l| l.value).unwrap_or_default();
 
     let names = Names {
-        categories: categories.keys().cloned().collect(),
-        layers: raw_layers
-            .iter()
-            .map(|l| l.value.name.value.clone())
-            .collect(),
-        services: services.keys().cloned().collect(),
+        categories: NameSet::new(categories.keys().cloned().collect()),
+        layers: NameSet::new(
+            raw_layers
+                .iter()
+                .map(|l| l.value.name.value.clone())
+                .collect(),
+        ),
+        services: NameSet::new(services.keys().cloned().collect()),
         global_memory: execution.max_memory_mb,
     };
     let mut layers = Vec::new();
@@ -126,11 +128,49 @@ pub(crate) fn validate(
     })
 }
 
+/// Names a reference may name: the list (for suggestions, in order) and a set (so
+/// checking a reference costs no pass over the list).
+pub(super) struct NameSet {
+    list: Vec<String>,
+    set: std::collections::HashSet<String>,
+}
+
+impl NameSet {
+    fn new(list: Vec<String>) -> Self {
+        let set = list.iter().cloned().collect();
+        Self { list, set }
+    }
+}
+
+/// What `Validator::reference` checks a name against.
+pub(super) trait Known {
+    fn has(&self, name: &str) -> bool;
+    fn names(&self) -> &[String];
+}
+
+impl Known for NameSet {
+    fn has(&self, name: &str) -> bool {
+        self.set.contains(name)
+    }
+    fn names(&self) -> &[String] {
+        &self.list
+    }
+}
+
+impl Known for Vec<String> {
+    fn has(&self, name: &str) -> bool {
+        self.iter().any(|n| n == name)
+    }
+    fn names(&self) -> &[String] {
+        self
+    }
+}
+
 /// The names other sections may refer to.
 struct Names {
-    categories: Vec<String>,
-    layers: Vec<String>,
-    services: Vec<String>,
+    categories: NameSet,
+    layers: NameSet,
+    services: NameSet,
     global_memory: Option<u64>,
 }
 
@@ -222,11 +262,11 @@ impl Validator<'_> {
     fn reference(
         &mut self,
         name: &Located<String>,
-        known: &[String],
+        known: &impl Known,
         kind: &str,
         context: &str,
     ) -> bool {
-        if known.contains(&name.value) {
+        if known.has(&name.value) {
             return true;
         }
         let d = self
@@ -237,7 +277,7 @@ impl Validator<'_> {
             )
             .with_suggestion(
                 &name.value,
-                known.iter().map(String::as_str),
+                known.names().iter().map(String::as_str),
                 &format!("{kind}s"),
                 true,
             );
