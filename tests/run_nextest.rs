@@ -372,3 +372,58 @@ layers:
         .assert_stderr_contains("cargo-nextest is not installed")
         .assert_stderr_contains("cargo install cargo-nextest --locked");
 }
+
+/// An interrupt while the Rust tests build (here: a build script that takes 60 s) stops
+/// cargo and everything it started, writes the run's reports and exits 130; the same
+/// for SIGTERM and for a SIGINT sent to the runner alone (not to its process group).
+#[test]
+fn an_interrupt_while_building_stops_cargo_and_exits_130() {
+    for signal in ["TERM", "INT"] {
+        let project = Project::new();
+        project
+            .file(
+                "slow/Cargo.toml",
+                "[package]\nname = \"slow\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
+            )
+            .file(
+                "slow/build.rs",
+                "fn main() { std::thread::sleep(std::time::Duration::from_secs(60)); }\n",
+            )
+            .file("slow/src/lib.rs", "#[test]\nfn t() {}\n")
+            .layers(
+                r#"
+categories:
+  unit: { cwd: slow, nextest: { filter: "all()" } }
+layers:
+  - { name: rust, categories: [unit] }
+"#,
+            );
+        let target = project.path(&format!("target-{}", project.marker()));
+        let needle = target.display().to_string();
+        let spawned = project
+            .runner()
+            .args(["--use-layers", "rust", "--junit", "junit.xml"])
+            .env("CARGO_TARGET_DIR", &needle)
+            .spawn();
+        // Wait until the build script runs (its path is under the target directory).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !processes_with(&needle)
+            .iter()
+            .any(|(_, cmd)| cmd.contains("build-script-build"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the build script never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        spawned.signal(signal);
+        let out = spawned.wait_within(std::time::Duration::from_secs(20));
+        out.assert_code(130);
+        let summary = project.summary();
+        assert_eq!(summary["stop_cause"]["kind"], "interrupted", "{summary}");
+        assert_eq!(summary["exit_code"], 130);
+        assert!(project.path("junit.xml").exists(), "no JUnit report\n{out}");
+        assert_no_process_with(&needle);
+    }
+}
