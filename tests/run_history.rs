@@ -392,3 +392,26 @@ fn a_corrupt_history_is_reported_and_the_run_still_passes() {
         "{h:?}"
     );
 }
+
+/// A history that was readable when the run started and cannot be written at its end
+/// (here a unit replaces the database by a directory) loses the run's results: the run
+/// exits 3 and its summary records the fault; nothing reports green.
+#[test]
+fn a_history_that_fails_to_record_fails_the_run() {
+    let p = Project::new();
+    p.layers(
+        r#"
+categories:
+  sabotage: { command: "rm -rf .runner/history.sqlite* && mkdir -p .runner/history.sqlite" }
+layers:
+  - { name: fast, categories: [sabotage] }
+"#,
+    );
+    let out = p.runner().args(["--use-layers", "fast"]).run();
+    out.assert_code(3)
+        .assert_stderr_contains("runner: history: cannot record this run");
+    let summary = p.summary();
+    assert_eq!(summary["exit_code"], 3, "{summary}");
+    assert_eq!(summary["internal_errors"][0]["task"], "history", "{summary}");
+    assert_eq!(summary["counts"]["passed"], 1, "the unit itself passed");
+}

@@ -426,11 +426,27 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
         eprintln!("runner: cannot append to $GITHUB_STEP_SUMMARY: {e}");
     }
     // History last: a slow or locked database never delays the run's own reports.
+    // A store that could not be read at the start was reported then (a warning: the run
+    // did not depend on it); one that was readable and now fails loses this run's
+    // results: that is the run's failure (exit 3), and the summary says so.
     let root = config.root.clone();
-    match tokio::task::spawn_blocking(move || crate::store::save(&root, &summary)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => eprintln!("runner: history: cannot record this run: {e}"),
-        Err(e) => eprintln!("runner: history: cannot record this run: {e}"),
+    let store_was_readable = history.warning.is_none();
+    let saved = {
+        let summary = summary.clone();
+        tokio::task::spawn_blocking(move || crate::store::save(&root, &summary)).await
+    };
+    let history_error = match saved {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(format!("the history task failed: {e}")),
+    };
+    let mut exit = verdict.exit_code;
+    if let Some(e) = history_error {
+        eprintln!("runner: history: cannot record this run: {e}");
+        if store_was_readable {
+            exit = exit_code::INFRASTRUCTURE;
+            record_late_fault(&run_dir, summary, "history", &e);
+        }
     }
     if let Some(server) = progress_server {
         server.finish().await;
@@ -441,7 +457,35 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
     crate::exec::reap_adopted_orphans();
     log_own_usage();
     late.abort();
-    verdict.exit_code
+    exit
+}
+
+/// A fault found after `run_finished` (the history could not be written): the summary
+/// is rewritten with the `internal_error` and the exit code 3, so that no report of the
+/// run stays green.
+fn record_late_fault(run_dir: &std::path::Path, mut summary: crate::event::RunState, task: &str, message: &str) {
+    let event = crate::event::Event {
+        v: crate::event::PROTOCOL_VERSION,
+        seq: summary.seq + 1,
+        ts: crate::bus::now_rfc3339(),
+        run_id: summary.run_id.clone(),
+        thread_id: None,
+        agent: names::CONTROLLER.to_string(),
+        kind: EventKind::InternalError {
+            task: task.to_string(),
+            message: message.to_string(),
+            unit: None,
+        },
+    };
+    summary.apply(&event);
+    summary.outcome = Some(crate::event::RunOutcome::Error);
+    summary.exit_code = Some(exit_code::INFRASTRUCTURE);
+    if let Err(e) = files::write_atomic(
+        &run_dir.join("summary.json"),
+        &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+    ) {
+        eprintln!("runner: cannot write summary: {e}");
+    }
 }
 
 /// Log the runner's own CPU time and peak memory (children excluded): the figure the
