@@ -412,6 +412,9 @@ layers:
         .assert_stderr_contains("runner: history: cannot record this run");
     let summary = p.summary();
     assert_eq!(summary["exit_code"], 3, "{summary}");
-    assert_eq!(summary["internal_errors"][0]["task"], "history", "{summary}");
+    assert_eq!(
+        summary["internal_errors"][0]["task"], "history",
+        "{summary}"
+    );
     assert_eq!(summary["counts"]["passed"], 1, "the unit itself passed");
 }

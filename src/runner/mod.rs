@@ -463,7 +463,12 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
 /// A fault found after `run_finished` (the history could not be written): the summary
 /// is rewritten with the `internal_error` and the exit code 3, so that no report of the
 /// run stays green.
-fn record_late_fault(run_dir: &std::path::Path, mut summary: crate::event::RunState, task: &str, message: &str) {
+fn record_late_fault(
+    run_dir: &std::path::Path,
+    mut summary: crate::event::RunState,
+    task: &str,
+    message: &str,
+) {
     let event = crate::event::Event {
         v: crate::event::PROTOCOL_VERSION,
         seq: summary.seq + 1,

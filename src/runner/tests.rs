@@ -41,7 +41,7 @@ impl Launcher for Scripted {
     fn launch<'a>(
         &'a self,
         cmd: &'a UnitCommand,
-        _limits: &'a ExecLimits,
+        limits: &'a ExecLimits,
         stop: &'a StopHandle,
         on_spawn: Box<dyn FnOnce(u32) + Send + 'a>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<ExecResult>> + Send + 'a>>
@@ -69,8 +69,15 @@ impl Launcher for Scripted {
             ));
             on_spawn(std::process::id());
             let started = Instant::now();
+            let timeout = async {
+                match limits.timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             let termination = tokio::select! {
                 reason = stop.stopped() => Termination::Stopped(reason),
+                _ = timeout => Termination::TimedOut,
                 _ = tokio::time::sleep(Duration::from_millis(ms)) => match verb.as_str() {
                     "ok" => Termination::Exited(0),
                     "flaky" if attempt > 1 => Termination::Exited(0),
@@ -462,5 +469,169 @@ async fn a_thousand_chained_layers_run_in_order() {
         let at = start_of(&o, &format!("l{i}/c/c"), 1);
         assert!(at >= last, "l{i} started before its predecessor");
         last = at;
+    }
+}
+
+/// Generated plans: layers with dependencies, modes, fail-fast strategies, criteria,
+/// background layers, retries, timeouts and random unit outcomes, sometimes interrupted.
+/// Whatever happens, every planned unit ends with exactly one outcome, the counts add up
+/// to the planned units, no unit runs more attempts than it may, and the verdict follows
+/// from the fold (never an internal error, never green with a failed layer).
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Cat {
+        script: &'static str,
+        ms: u64,
+        retries: u32,
+        timeout_ms: Option<u64>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Lay {
+        cats: Vec<Cat>,
+        mode: &'static str,
+        fail_fast: &'static str,
+        background: bool,
+        deps: Vec<usize>,
+        max_failures: Option<u32>,
+        order: u32,
+    }
+
+    fn cat() -> impl Strategy<Value = Cat> {
+        (
+            prop::sample::select(vec!["ok", "ok", "fail", "flaky"]),
+            0u64..300,
+            0u32..3,
+            prop::option::weighted(0.3, 50u64..400),
+        )
+            .prop_map(|(script, ms, retries, timeout_ms)| Cat {
+                script,
+                ms,
+                retries,
+                timeout_ms,
+            })
+    }
+
+    fn layer() -> impl Strategy<Value = Lay> {
+        (
+            prop::collection::vec(cat(), 1..4),
+            prop::sample::select(vec!["sequential", "parallel", "hybrid"]),
+            prop::sample::select(vec!["immediate", "category", "layer", "disabled"]),
+            prop::bool::weighted(0.25),
+            prop::collection::vec(0usize..5, 0..3),
+            prop::option::weighted(0.3, 0u32..3),
+            0u32..3,
+        )
+            .prop_map(
+                |(cats, mode, fail_fast, background, deps, max_failures, order)| Lay {
+                    cats,
+                    mode,
+                    fail_fast,
+                    background,
+                    deps,
+                    max_failures,
+                    order,
+                },
+            )
+    }
+
+    fn yaml(layers: &[Lay]) -> String {
+        let mut y = String::from("version: 1\nexecution: { retry_backoff_ms: 20 }\ncategories:\n");
+        for (i, l) in layers.iter().enumerate() {
+            for (j, c) in l.cats.iter().enumerate() {
+                y.push_str(&format!(
+                    "  c{i}_{j}: {{ command: \"{} {}\", retries: {}, priority_order: {j}",
+                    c.script, c.ms, c.retries
+                ));
+                if let Some(t) = c.timeout_ms {
+                    y.push_str(&format!(", timeout_seconds: {}", t as f64 / 1000.0));
+                }
+                y.push_str(" }\n");
+            }
+        }
+        y.push_str("layers:\n");
+        for (i, l) in layers.iter().enumerate() {
+            let cats: Vec<String> = (0..l.cats.len()).map(|j| format!("c{i}_{j}")).collect();
+            y.push_str(&format!(
+                "  - name: l{i}\n    execution_mode: {}\n    fail_fast: {}\n    execution_order: {}\n    categories: [{}]\n",
+                l.mode,
+                l.fail_fast,
+                l.order,
+                cats.join(", ")
+            ));
+            if l.background {
+                y.push_str("    background: true\n");
+            }
+            // Dependencies on earlier layers only (no cycles); a foreground layer
+            // depends on foreground layers only.
+            let mut deps: Vec<String> = l
+                .deps
+                .iter()
+                .filter(|&&d| d < i && (l.background || !layers[d].background))
+                .map(|d| format!("l{d}"))
+                .collect();
+            deps.sort();
+            deps.dedup();
+            if !deps.is_empty() {
+                y.push_str(&format!("    depends_on: [{}]\n", deps.join(", ")));
+            }
+            if let Some(m) = l.max_failures {
+                y.push_str(&format!("    success_criteria: {{ max_failures: {m} }}\n"));
+            }
+        }
+        y
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn every_planned_unit_ends_with_exactly_one_outcome(
+            layers in prop::collection::vec(layer(), 1..6),
+            slots in 1usize..4,
+            interrupt in prop::option::weighted(0.25, 0u64..800),
+        ) {
+            let yaml = yaml(&layers);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let at: Vec<u64> = interrupt.into_iter().collect();
+            let o = rt.block_on(run(&yaml, slots, true, &at));
+            prop_assert!(o.state.internal_errors.is_empty(), "{:?}\n{}", o.state.internal_errors, yaml);
+            prop_assert_eq!(o.state.units_without_outcome().count(), 0, "{}", yaml);
+            let planned: usize = layers.iter().map(|l| l.cats.len()).sum();
+            let c = o.state.counts;
+            prop_assert_eq!(c.total, planned);
+            prop_assert_eq!(c.passed + c.failed + c.skipped, planned, "{:?}\n{}", c, yaml);
+            prop_assert_eq!(c.running, 0);
+            for (i, l) in layers.iter().enumerate() {
+                for (j, cat) in l.cats.iter().enumerate() {
+                    let id = format!("l{i}/c{i}_{j}/c{i}_{j}");
+                    let attempts = o.starts.iter().filter(|(u, _, _)| *u == id).count() as u32;
+                    prop_assert!(attempts <= cat.retries + 1, "{} ran {} times\n{}", id, attempts, yaml);
+                }
+                let name = format!("l{i}");
+                prop_assert!(o.state.layers[&name].outcome.is_some(), "{} never finished", name);
+            }
+            let failed_layer = o
+                .state
+                .layers
+                .values()
+                .any(|l| l.outcome == Some(crate::event::LayerOutcome::Failed));
+            match o.verdict.exit_code {
+                0 => prop_assert!(!failed_layer && o.state.stop_cause.is_none()),
+                1 => prop_assert!(failed_layer),
+                130 => prop_assert_eq!(
+                    o.state.stop_cause.clone(),
+                    Some(crate::event::StopCause::Interrupted)
+                ),
+                other => prop_assert!(false, "exit {}: {:?}\n{}", other, o.verdict, yaml),
+            }
+        }
     }
 }
