@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
+use super::error::Diagnostic;
+use super::node::{Loc, Sources};
+
 /// Days in the longest duration any setting accepts.
 pub const MAX_DAYS: i64 = 365;
 /// One year in seconds: the longest duration any setting accepts.
@@ -397,6 +400,27 @@ impl OutOfRange {
 impl fmt::Display for OutOfRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "expected {}, found `{}`", self.range, self.v)
+    }
+}
+
+/// The configuration error for `e`, a value of `what` outside its range, at `loc`:
+/// "invalid `retries` of category `c`: expected an integer from 0 to 100, found `101`",
+/// quoting the value as written (`99999999999999999999`, not the float YAML made of
+/// it), with a help line when the value is a meaningless 0.
+pub(crate) fn diagnostic(sources: &Sources, loc: Loc, what: &str, e: &OutOfRange) -> Diagnostic {
+    let written = (loc.def_line == 0)
+        .then(|| sources.text_at(loc))
+        .flatten()
+        .map(str::trim)
+        .filter(|t| Number::parse(t).is_some());
+    let found = written.map_or_else(|| e.v.to_string(), str::to_string);
+    let d = sources.diag(
+        loc,
+        format!("invalid {what}: expected {}, found `{found}`", e.range),
+    );
+    match e.help() {
+        Some(help) => d.with_help(help),
+        None => d,
     }
 }
 

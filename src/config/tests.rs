@@ -858,3 +858,22 @@ fn out_of_range_messages_name_the_value_and_the_range() {
     let err = load_str("version: 18446744073709551616\n").unwrap_err();
     assert!(err.message().starts_with("unsupported `version`"), "{err}");
 }
+
+#[test]
+fn serde_integer_overflow_states_the_range_of_the_type() {
+    #[derive(Debug, serde::Deserialize)]
+    struct T {
+        #[allow(dead_code)]
+        n: u32,
+    }
+    let mut sources = node::Sources::default();
+    let tree = node::parse(&mut sources, Path::new("t.yaml"), "n: 4294967296\n".into()).unwrap();
+    let err = de::from_node::<T>(&tree, &sources).unwrap_err();
+    assert_eq!(
+        err[0].message,
+        "invalid value for `n`: expected an integer from 0 to 4294967295, found integer `4294967296`"
+    );
+    let tree = node::parse(&mut sources, Path::new("t.yaml"), "n: -1\n".into()).unwrap();
+    let err = de::from_node::<T>(&tree, &sources).unwrap_err();
+    assert!(err[0].message.contains("from 0 to 4294967295"), "{err:?}");
+}

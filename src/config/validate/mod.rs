@@ -190,20 +190,9 @@ impl Validator<'_> {
         self.diags.push(d);
     }
 
-    /// Reports `e` (a value of `what` outside its range) at `loc`, quoting the value as
-    /// written (`99999999999999999999`, not the float YAML made of it).
+    /// Reports `e` (a value of `what` outside its range) at `loc`.
     fn out_of_range(&mut self, loc: Loc, what: &str, e: &OutOfRange) {
-        let written = (loc.def_line == 0)
-            .then(|| self.sources.text_at(loc))
-            .flatten()
-            .map(str::trim)
-            .filter(|t| Number::parse(t).is_some());
-        let found = written.map_or_else(|| e.v.to_string(), str::to_string);
-        let message = format!("invalid {what}: expected {}, found `{found}`", e.range);
-        let mut d = self.sources.diag(loc, message);
-        if let Some(help) = e.help() {
-            d = d.with_help(help);
-        }
+        let d = bounds::diagnostic(self.sources, loc, what, e);
         self.diags.push(d);
     }
 
