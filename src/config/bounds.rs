@@ -387,12 +387,10 @@ impl OutOfRange {
         self.v.is_zero().then_some(self.range.zero_help).flatten()
     }
 
-    /// The message for a command-line value (clap prints the value and the flag).
+    /// The message for a command-line value (clap prints the value and the flag; the
+    /// zero help speaks of configuration keys, so it is left out).
     fn for_cli(&self) -> String {
-        match self.help() {
-            Some(help) => format!("expected {} ({help})", self.range),
-            None => format!("expected {}", self.range),
-        }
+        format!("expected {}", self.range)
     }
 }
 
@@ -630,11 +628,9 @@ mod tests {
             PARALLEL.parse_int("4611686018427387904"),
             Err("expected an integer from 1 to 100000".into())
         );
-        assert!(
-            PARALLEL
-                .parse_int("0")
-                .unwrap_err()
-                .contains("0 would never")
+        assert_eq!(
+            PARALLEL.parse_int("0"),
+            Err("expected an integer from 1 to 100000".into())
         );
         assert_eq!(
             PARALLEL.parse_int("many"),
