@@ -273,7 +273,7 @@ pub fn load_agents(root: &Path) -> Result<AgentManifests, ConfigError> {
 }
 
 /// The numeric keys of each built-in manifest and their ranges.
-fn numeric_keys(stem: &str) -> &'static [(&'static str, Range)] {
+pub(super) fn numeric_keys(stem: &str) -> &'static [(&'static str, Range)] {
     const COMMON: [(&str, Range); 2] = [
         ("heartbeat_ms", bounds::INTERVAL_MS),
         ("stale_after_ms", bounds::STALE_AFTER_MS),

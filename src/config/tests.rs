@@ -877,3 +877,33 @@ fn serde_integer_overflow_states_the_range_of_the_type() {
     let err = de::from_node::<T>(&tree, &sources).unwrap_err();
     assert!(err[0].message.contains("from 0 to 4294967295"), "{err:?}");
 }
+
+#[test]
+fn every_bounded_key_is_in_the_documented_ranges() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    let start = docs.find("### Ranges").expect("a Ranges section");
+    let section = &docs[start..];
+    let section = &section[..section[4..].find("\n## ").map_or(section.len(), |i| i + 4)];
+    let layers_keys = NUMERIC_KEYS
+        .iter()
+        .map(|(_, _, _, what)| what.split('`').nth(1).unwrap().rsplit('.').next().unwrap());
+    let agent_keys = [
+        "test_orchestrator",
+        "resource_manager",
+        "progress_streamer",
+        "background_e2e",
+    ]
+    .into_iter()
+    .flat_map(|stem| agents::numeric_keys(stem).iter().map(|(k, _)| *k));
+    let missing: Vec<&str> = layers_keys
+        .chain(agent_keys)
+        .filter(|k| !section.contains(&format!("`{k}`")) && !section.contains(&format!(".{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in docs/configuration.md#ranges: {missing:?}"
+    );
+}
