@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::config::bounds;
+
 /// Layered test orchestration.
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, about, long_about = None, args_conflicts_with_subcommands = true)]
@@ -74,7 +76,7 @@ pub struct Cli {
     pub websocket_token: Option<String>,
 
     /// Keep the progress server up this many seconds after the run ends.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = linger_seconds)]
     pub websocket_linger: Option<u64>,
 
     /// Legacy mode: run these categories (comma-separated), with their dependencies.
@@ -94,7 +96,7 @@ pub struct Cli {
     pub resume_from: Option<String>,
 
     /// Global slots: at most this many units at once (default: CPU count).
-    #[arg(short = 'j', long, value_name = "N")]
+    #[arg(short = 'j', long, value_name = "N", value_parser = jobs)]
     pub jobs: Option<usize>,
 
     /// Stop the whole run at the first failure (fail_fast: immediate everywhere).
@@ -145,7 +147,7 @@ pub struct Cli {
     pub background_category: Vec<String>,
 
     /// Deadline of a detached background run, in minutes.
-    #[arg(long, value_name = "MIN", value_parser = positive_minutes)]
+    #[arg(long, value_name = "MIN", value_parser = timeout_minutes)]
     pub background_timeout: Option<f64>,
 
     /// Show background runs: queued, running with progress, recently finished.
@@ -153,7 +155,7 @@ pub struct Cli {
     pub background_status: bool,
 
     /// Show the last N finished background runs (default 10).
-    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10", value_parser = listed)]
     pub background_results: Option<usize>,
 
     /// Stop background run ID (its whole process tree) and mark it cancelled.
@@ -187,13 +189,18 @@ pub struct Partition {
     pub n: usize,
 }
 
-/// Parses `K/N` with 1 <= K <= N.
+/// Parses `K/N` with 1 <= K <= N <= [`bounds::MAX_PARALLEL`] shards.
 pub fn parse_partition(s: &str) -> Result<Partition, String> {
-    let err = || format!("expected K/N with 1 <= K <= N (e.g. 2/4), got `{s}`");
+    let err = || {
+        format!(
+            "expected K/N with 1 <= K <= N <= {} (e.g. 2/4), got `{s}`",
+            bounds::SHARDS.max
+        )
+    };
     let (k, n) = s.split_once('/').ok_or_else(err)?;
-    let k: usize = k.trim().parse().map_err(|_| err())?;
-    let n: usize = n.trim().parse().map_err(|_| err())?;
-    if k == 0 || k > n {
+    let k = bounds::SHARDS.parse_int(k).map_err(|_| err())? as usize;
+    let n = bounds::SHARDS.parse_int(n).map_err(|_| err())? as usize;
+    if k > n {
         return Err(err());
     }
     Ok(Partition { k, n })
@@ -227,7 +234,7 @@ pub enum Command {
     /// Show the slowest and the flakiest units from history (.runner/history.sqlite).
     History {
         /// Show the slowest N units (by median duration).
-        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10", value_parser = listed)]
         slowest: Option<usize>,
         /// Show the flakiest units (passed on a retry, or both passed and failed).
         #[arg(long)]
@@ -246,14 +253,28 @@ pub enum Command {
     },
 }
 
-/// `--background-timeout`: a positive number of minutes.
-fn positive_minutes(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(m) if m > 0.0 && m.is_finite() => Ok(m),
-        _ => Err(format!(
-            "expected a number of minutes greater than 0, got `{s}`"
-        )),
-    }
+// Value parsers: numbers within the ranges of `config::bounds`, the same as the
+// configuration keys they stand for. clap prints "invalid value 'X' for '--flag'"
+// followed by the range, and exits with status 2 before anything runs.
+
+/// `--jobs N`: global slots, like `execution.max_parallel_tests`.
+fn jobs(s: &str) -> Result<usize, String> {
+    bounds::PARALLEL.parse_int(s).map(|n| n as usize)
+}
+
+/// `--background-timeout MIN`: a deadline, like `execution.global_timeout_minutes`.
+fn timeout_minutes(s: &str) -> Result<f64, String> {
+    bounds::TIMEOUT_MINUTES.parse(s)
+}
+
+/// `--websocket-linger SECONDS`.
+fn linger_seconds(s: &str) -> Result<u64, String> {
+    bounds::LINGER_SECONDS.parse_int(s).map(|n| n as u64)
+}
+
+/// `--background-results N`, `history --slowest N`.
+fn listed(s: &str) -> Result<usize, String> {
+    bounds::LISTED.parse_int(s).map(|n| n as usize)
 }
 
 /// Background-run commands (`--queue-e2e`, `--background-status`, ...).
@@ -572,7 +593,7 @@ mod tests {
     fn partition_and_merge_junit() {
         assert_eq!(parse_partition("2/4"), Ok(Partition { k: 2, n: 4 }));
         assert_eq!(parse_partition(" 1 / 1 "), Ok(Partition { k: 1, n: 1 }));
-        for bad in ["0/4", "5/4", "2", "a/b", "1/0", "-1/2"] {
+        for bad in ["0/4", "5/4", "2", "a/b", "1/0", "-1/2", "1/100001", "1.5/2"] {
             assert!(parse_partition(bad).is_err(), "{bad}");
         }
         let cli =
@@ -653,5 +674,57 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["runner", "--background-timeout", "0"]).is_err());
         assert!(Cli::try_parse_from(["runner", "--background-timeout", "1.5"]).is_ok());
+    }
+
+    #[test]
+    fn numeric_values_are_bounded() {
+        let err = |args: &[&str]| {
+            let mut argv = vec!["runner"];
+            argv.extend_from_slice(args);
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            e.to_string()
+        };
+        let e = err(&["--jobs", "0"]);
+        assert!(e.contains("'--jobs <N>'"), "{e}");
+        assert!(e.contains("expected an integer from 1 to 100000"), "{e}");
+        let e = err(&["--jobs", "4611686018427387904"]);
+        assert!(e.contains("expected an integer from 1 to 100000"), "{e}");
+        let e = err(&["--jobs=-3"]);
+        assert!(e.contains("from 1 to 100000"), "{e}");
+        for bad in ["1e300", "525601", "-1", "NaN", "inf"] {
+            let e = err(&[&format!("--background-timeout={bad}")]);
+            assert!(
+                e.contains("at most 525600 minutes (365 days)"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err(&["--websocket-linger", "99999999999"]);
+        assert!(e.contains("from 0 to 31536000"), "{e}");
+        let e = err(&["--background-results", "0"]);
+        assert!(e.contains("from 1 to 100000"), "{e}");
+        let e = err(&["history", "--slowest", "18446744073709551616"]);
+        assert!(e.contains("from 1 to 100000"), "{e}");
+        let e = err(&["--use-layers", "a", "--partition", "1/100001"]);
+        assert!(e.contains("1 <= K <= N <= 100000"), "{e}");
+
+        let ok = |args: &[&str]| {
+            let mut argv = vec!["runner"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).unwrap()
+        };
+        assert_eq!(ok(&["--jobs", "100000"]).jobs, Some(100_000));
+        assert_eq!(
+            ok(&["--background-timeout", "525600"]).background_timeout,
+            Some(525_600.0)
+        );
+        assert_eq!(ok(&["--websocket-linger", "0"]).websocket_linger, Some(0));
+        assert_eq!(
+            ok(&["--use-layers", "a", "--partition", "100000/100000"]).partition,
+            Some(Partition {
+                k: 100_000,
+                n: 100_000
+            })
+        );
     }
 }

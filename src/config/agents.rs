@@ -5,15 +5,17 @@
 //! receives the events it subscribes to as JSON lines on its stdin. A missing file or
 //! directory means defaults. Manifests are parsed with the same located tree as
 //! `layers.yaml`, so an unknown key or a wrong type is reported with file, line,
-//! column and a suggestion.
+//! column and a suggestion, and a number outside its range (from [`super::bounds`]) with
+//! the range.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::node::{self, Sources};
-use super::{ConfigError, de, finish};
+use super::bounds::{self, Number, Range};
+use super::node::{self, Node, Sources, Value};
+use super::{ConfigError, Diagnostic, de, finish};
 
 /// Tunables every agent has (each manifest carries them as top-level keys).
 #[derive(Debug, Clone, Copy)]
@@ -237,6 +239,11 @@ pub fn load_agents(root: &Path) -> Result<AgentManifests, ConfigError> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let out_of_range = check_ranges(&tree, &stem, &sources);
+        if !out_of_range.is_empty() {
+            diags.extend(out_of_range);
+            continue;
+        }
         let result = match stem.as_str() {
             "test_orchestrator" => {
                 de::from_node(&tree, &sources).map(|m| out.test_orchestrator = m)
@@ -263,6 +270,65 @@ pub fn load_agents(root: &Path) -> Result<AgentManifests, ConfigError> {
     } else {
         Err(finish(diags, &sources))
     }
+}
+
+/// The numeric keys of each built-in manifest and their ranges.
+pub(super) fn numeric_keys(stem: &str) -> &'static [(&'static str, Range)] {
+    const COMMON: [(&str, Range); 2] = [
+        ("heartbeat_ms", bounds::INTERVAL_MS),
+        ("stale_after_ms", bounds::STALE_AFTER_MS),
+    ];
+    const RESOURCE_MANAGER: [(&str, Range); 5] = [
+        COMMON[0],
+        COMMON[1],
+        ("sample_interval_ms", bounds::INTERVAL_MS),
+        ("memory_pressure_percent", bounds::PRESSURE_PERCENT),
+        ("bypass_window_ms", bounds::WAIT_MS),
+    ];
+    const PROGRESS_STREAMER: [(&str, Range); 6] = [
+        COMMON[0],
+        COMMON[1],
+        ("max_clients", bounds::PARALLEL),
+        ("client_queue", bounds::QUEUE),
+        ("ring_size", bounds::QUEUE),
+        ("max_frame_bytes", bounds::FRAME_BYTES),
+    ];
+    const BACKGROUND: [(&str, Range); 5] = [
+        COMMON[0],
+        COMMON[1],
+        ("max_concurrent", bounds::PARALLEL),
+        ("nice", bounds::NICE),
+        ("retention_days", bounds::RETENTION_DAYS),
+    ];
+    match stem {
+        "test_orchestrator" | "layer_executor" => &COMMON,
+        "resource_manager" => &RESOURCE_MANAGER,
+        "progress_streamer" => &PROGRESS_STREAMER,
+        "background_e2e" => &BACKGROUND,
+        _ => &[],
+    }
+}
+
+/// Every numeric key of manifest `stem` outside its range, before serde reads the
+/// manifest (whose fields are plain integers: serde alone would reject `-1` or a value
+/// past `u64` without saying the range, and accept `0`). Non-numbers are left to serde.
+fn check_ranges(tree: &Node, stem: &str, sources: &Sources) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for (key, range) in numeric_keys(stem) {
+        let Some(node) = tree.get(key) else { continue };
+        let v = match node.value {
+            Value::Int(i) => Number::Int(i.into()),
+            Value::UInt(u) => Number::Int(u.into()),
+            Value::Float(f) => Number::Float(f),
+            _ => continue,
+        };
+        if let Err(e) = range.check(v) {
+            let what = format!("`{key}` of agent `{stem}`");
+            let d = bounds::diagnostic(sources, node.loc, &what, &e);
+            diags.push(d);
+        }
+    }
+    diags
 }
 
 #[cfg(test)]
@@ -310,5 +376,105 @@ mod tests {
         let text = err.to_string();
         assert_eq!((err.line(), err.column()), (Some(2), Some(1)), "{text}");
         assert!(text.contains("max_concurrent"), "{text}");
+    }
+
+    fn manifest_error(file: &str, yaml: &str) -> ConfigError {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("agents")).unwrap();
+        std::fs::write(dir.path().join("agents").join(file), yaml).unwrap();
+        load_agents(dir.path()).unwrap_err()
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_located_with_the_range() {
+        let err = manifest_error("background_e2e.yaml", "nice: 5\nmax_concurrent: 0\n");
+        assert_eq!((err.line(), err.column()), (Some(2), Some(17)), "{err}");
+        assert_eq!(
+            err.message(),
+            "invalid `max_concurrent` of agent `background_e2e`: expected an integer from 1 to 100000, found `0`"
+        );
+        assert!(
+            err.to_string().contains("= help: 0 would never start"),
+            "{err}"
+        );
+
+        let err = manifest_error(
+            "resource_manager.yaml",
+            "heartbeat_ms: 18446744073709551616\nsample_interval_ms: -1\nmemory_pressure_percent: 101\n",
+        );
+        let messages: Vec<&str> = err
+            .diagnostics()
+            .iter()
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "invalid `heartbeat_ms` of agent `resource_manager`: expected a whole number of ms from 10 to 31536000000 (365 days), found `18446744073709551616`",
+                "invalid `sample_interval_ms` of agent `resource_manager`: expected a whole number of ms from 10 to 31536000000 (365 days), found `-1`",
+                "invalid `memory_pressure_percent` of agent `resource_manager`: expected a percentage from 0 to 100, found `101`",
+            ]
+        );
+
+        let err = manifest_error(
+            "progress_streamer.yaml",
+            "client_queue: 4611686018427387904\n",
+        );
+        assert!(err.message().contains("from 1 to 10000000"), "{err}");
+        let err = manifest_error("progress_streamer.yaml", "max_frame_bytes: 10\n");
+        assert!(
+            err.message().contains("from 1024 to 1073741824 (1 GiB)"),
+            "{err}"
+        );
+        let err = manifest_error("background_e2e.yaml", "nice: -5\n");
+        assert!(err.message().contains("from 0 to 19"), "{err}");
+        let err = manifest_error("background_e2e.yaml", "retention_days: 400\n");
+        assert!(err.message().contains("from 0 to 365"), "{err}");
+        let err = manifest_error("layer_executor.yaml", "stale_after_ms: 0\n");
+        assert!(err.message().contains("from 100 to"), "{err}");
+    }
+
+    #[test]
+    fn every_numeric_field_has_a_range() {
+        // Adding a numeric tunable without a range fails here: the defaults, serialized,
+        // name every field.
+        let m = AgentManifests::default();
+        let manifests = [
+            (
+                "test_orchestrator",
+                serde_json::to_value(&m.test_orchestrator).unwrap(),
+            ),
+            (
+                "background_e2e",
+                serde_json::to_value(&m.background_e2e).unwrap(),
+            ),
+            (
+                "progress_streamer",
+                serde_json::to_value(&m.progress_streamer).unwrap(),
+            ),
+            (
+                "resource_manager",
+                serde_json::to_value(&m.resource_manager).unwrap(),
+            ),
+        ];
+        for (stem, value) in manifests {
+            for (key, v) in value.as_object().unwrap() {
+                if v.is_number() {
+                    let range = numeric_keys(stem).iter().find(|(k, _)| k == key);
+                    let (_, range) = range.unwrap_or_else(|| panic!("{stem}.{key} has no range"));
+                    let n = Number::Float(v.as_f64().unwrap());
+                    assert!(
+                        range.contains(n),
+                        "default {stem}.{key} = {v} is out of its range"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_project_manifests_are_in_range() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        load_agents(root).unwrap_or_else(|e| panic!("{e}"));
     }
 }

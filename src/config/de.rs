@@ -295,6 +295,28 @@ fn nice_expected(exp: &dyn Expected) -> String {
     }
 }
 
+/// For an integer out of the range of the Rust type serde reads it into, the range
+/// ("an integer from 0 to 4294967295") rather than just "an integer". Settings with a
+/// narrower range of their own are checked against it first (see [`super::bounds`]);
+/// this is the fallback.
+fn range_expected(exp: &dyn Expected) -> String {
+    let s = exp.to_string();
+    let range = match s.as_str() {
+        "u8" => (0, i128::from(u8::MAX)),
+        "u16" => (0, i128::from(u16::MAX)),
+        "u32" => (0, i128::from(u32::MAX)),
+        "u64" => (0, i128::from(u64::MAX)),
+        "usize" => (0, usize::MAX as i128),
+        "i8" => (i128::from(i8::MIN), i128::from(i8::MAX)),
+        "i16" => (i128::from(i16::MIN), i128::from(i16::MAX)),
+        "i32" => (i128::from(i32::MIN), i128::from(i32::MAX)),
+        "i64" => (i128::from(i64::MIN), i128::from(i64::MAX)),
+        "isize" => (isize::MIN as i128, isize::MAX as i128),
+        _ => return nice_expected(exp),
+    };
+    format!("an integer from {} to {}", range.0, range.1)
+}
+
 fn nice_unexpected(u: Unexpected) -> String {
     match u {
         Unexpected::Unit | Unexpected::Option => "null".into(),
@@ -316,10 +338,11 @@ impl de::Error for DeError {
         ))
     }
     fn invalid_value(unexp: Unexpected, exp: &dyn Expected) -> Self {
-        DeError::new(Kind::InvalidValue(
-            nice_unexpected(unexp),
-            nice_expected(exp),
-        ))
+        let expected = match unexp {
+            Unexpected::Signed(_) | Unexpected::Unsigned(_) => range_expected(exp),
+            _ => nice_expected(exp),
+        };
+        DeError::new(Kind::InvalidValue(nice_unexpected(unexp), expected))
     }
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         DeError::new(Kind::UnknownVariant(variant.to_string(), expected))

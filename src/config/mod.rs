@@ -10,12 +10,14 @@
 //! 3. [`de`] + [`raw`]: the merged tree is deserialized into raw serde structs; unknown
 //!    keys and values are rejected with a "did you mean" suggestion.
 //! 4. [`validate`] (with [`graph`]): cross references, dependency cycles and value
-//!    ranges are checked and the domain types of [`model`] are built.
+//!    ranges (every numeric setting's, from [`bounds`]) are checked and the domain
+//!    types of [`model`] are built.
 //!
 //! Every problem becomes a [`Diagnostic`] with file, line and column; [`ConfigError`]
 //! carries them all and renders them rustc style ([`error`]).
 
 pub mod agents;
+pub mod bounds;
 mod de;
 mod env;
 mod error;

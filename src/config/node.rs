@@ -47,6 +47,22 @@ impl Sources {
         &self.files[src as usize].0
     }
 
+    /// The text of the token at `loc` as written (None when it has no position).
+    pub fn text_at(&self, loc: Loc) -> Option<&str> {
+        let (_, text) = self.files.get(loc.src as usize)?;
+        let line = text.lines().nth((loc.line as usize).checked_sub(1)?)?;
+        let start = line
+            .char_indices()
+            .nth((loc.col as usize).checked_sub(1)?)?
+            .0;
+        let rest = &line[start..];
+        let end = rest
+            .char_indices()
+            .nth(loc.len as usize)
+            .map_or(rest.len(), |(i, _)| i);
+        Some(&rest[..end])
+    }
+
     /// A diagnostic pointing at `loc`.
     pub fn diag(&self, loc: Loc, message: impl Into<String>) -> Diagnostic {
         let (path, text) = &self.files[loc.src as usize];

@@ -1,13 +1,15 @@
 //! The raw `layers.yaml` schema: serde structs mirroring the file one to one, with
 //! `deny_unknown_fields` everywhere and locations on every value validation looks at.
 //! Nothing here is checked beyond its YAML type; [`super::validate`] turns these into
-//! the domain types of [`super::model`].
+//! the domain types of [`super::model`]. Integer settings are read as any
+//! [`Number`], so that their range, not serde, judges a value too large for a `u64`.
 
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
+use super::bounds::Number;
 use super::de::{Entries, Located, OneOrMany};
 use super::model::{FailFast, LayerMode};
 
@@ -18,7 +20,7 @@ pub(crate) type Names = Vec<Located<String>>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
-    pub version: Option<Located<i64>>,
+    pub version: Option<Located<Number>>,
     pub execution: Option<RawExecution>,
     pub services: Option<Entries<Located<RawService>>>,
     pub categories: Option<Entries<Located<RawCategory>>>,
@@ -29,17 +31,17 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawExecution {
-    pub max_parallel_tests: Option<Located<i64>>,
-    pub max_memory_mb: Option<Located<i64>>,
-    pub max_cpu_percent: Option<Located<i64>>,
+    pub max_parallel_tests: Option<Located<Number>>,
+    pub max_memory_mb: Option<Located<Number>>,
+    pub max_cpu_percent: Option<Located<Number>>,
     pub global_timeout_minutes: Option<Located<f64>>,
     pub background_layers: Option<Names>,
-    pub background_max_slots: Option<Located<i64>>,
+    pub background_max_slots: Option<Located<Number>>,
     pub kill_grace_seconds: Option<Located<f64>>,
-    pub retry_backoff_ms: Option<Located<i64>>,
-    pub output_head_bytes: Option<Located<i64>>,
-    pub output_tail_bytes: Option<Located<i64>>,
-    pub log_file_max_mb: Option<Located<i64>>,
+    pub retry_backoff_ms: Option<Located<Number>>,
+    pub output_head_bytes: Option<Located<Number>>,
+    pub output_tail_bytes: Option<Located<Number>>,
+    pub log_file_max_mb: Option<Located<Number>>,
     pub real_services: Option<bool>,
 }
 
@@ -74,12 +76,12 @@ pub(crate) struct RawCategory {
     pub files: Option<Located<OneOrMany<Located<String>>>>,
     pub timeout_seconds: Option<Located<f64>>,
     pub slow_seconds: Option<Located<f64>>,
-    pub max_parallel_instances: Option<Located<i64>>,
-    pub priority_order: Option<i64>,
-    pub retries: Option<Located<i64>>,
-    pub min_memory_mb: Option<Located<i64>>,
-    pub max_memory_mb: Option<Located<i64>>,
-    pub rlimit_as_mb: Option<Located<i64>>,
+    pub max_parallel_instances: Option<Located<Number>>,
+    pub priority_order: Option<Located<Number>>,
+    pub retries: Option<Located<Number>>,
+    pub min_memory_mb: Option<Located<Number>>,
+    pub max_memory_mb: Option<Located<Number>>,
+    pub rlimit_as_mb: Option<Located<Number>>,
     pub critical: Option<bool>,
     pub env: Option<Entries<EnvValue>>,
     pub depends_on: Option<Names>,
@@ -113,8 +115,8 @@ pub(crate) enum RawLeak {
 pub(crate) struct RawLayer {
     pub name: Located<String>,
     pub description: Option<String>,
-    pub execution_order: Option<i64>,
-    pub priority: Option<i64>,
+    pub execution_order: Option<Located<Number>>,
+    pub priority: Option<Located<Number>>,
     pub max_duration_minutes: Option<Located<f64>>,
     pub execution_mode: Option<LayerMode>,
     pub fail_fast: Option<RawFailFast>,
@@ -134,9 +136,9 @@ pub(crate) struct RawLayer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawResourceLimits {
-    pub max_memory_mb: Option<Located<i64>>,
-    pub max_cpu_percent: Option<Located<i64>>,
-    pub max_parallel_instances: Option<Located<i64>>,
+    pub max_memory_mb: Option<Located<Number>>,
+    pub max_cpu_percent: Option<Located<Number>>,
+    pub max_parallel_instances: Option<Located<Number>>,
 }
 
 /// `success_criteria:` of a layer.
@@ -144,7 +146,7 @@ pub(crate) struct RawResourceLimits {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSuccessCriteria {
     pub min_pass_rate: Option<Located<f64>>,
-    pub max_failures: Option<Located<i64>>,
+    pub max_failures: Option<Located<Number>>,
     pub critical_tests_must_pass: Option<bool>,
 }
 

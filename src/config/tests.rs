@@ -124,7 +124,7 @@ fn table() -> Vec<(String, &'static str, u64, u64)> {
             with_cats(
                 "layers:\n  - name: f\n    categories: [unit]\n    resource_limits: {max_cpu_percent: 0}\n",
             ),
-            "invalid `resource_limits.max_cpu_percent` of layer `f`: expected a number greater than 0",
+            "invalid `resource_limits.max_cpu_percent` of layer `f`: expected a whole percentage from 1 to 100, found `0`",
             9,
             40,
         ),
@@ -150,7 +150,7 @@ fn table() -> Vec<(String, &'static str, u64, u64)> {
         ),
         (
             "categories:\n  c:\n    command: x\n    retries: -1\n".into(),
-            "invalid `retries` of category `c`: expected a number 0 or more, found `-1`",
+            "invalid `retries` of category `c`: expected an integer from 0 to 100, found `-1`",
             4,
             14,
         ),
@@ -578,4 +578,332 @@ fn anchors_live_in_x_keys_and_merge_errors_show_the_definition() {
     let shown = err.to_string();
     assert!(shown.contains("the value is defined at"), "{shown}");
     assert!(shown.contains("layers.yaml:3:12"), "{shown}");
+}
+
+/// Every numeric key of `layers.yaml`: (placeholder, the largest or smallest allowed
+/// value, a value out of range, how the error names the key).
+const NUMERIC_KEYS: &[(&str, &str, &str, &str)] = &[
+    (
+        "P_TESTS",
+        "100000",
+        "100001",
+        "`execution.max_parallel_tests`",
+    ),
+    (
+        "BG_SLOTS",
+        "100000",
+        "0",
+        "`execution.background_max_slots`",
+    ),
+    (
+        "MEM",
+        "1073741824",
+        "1073741825",
+        "`execution.max_memory_mb`",
+    ),
+    ("CPU", "100", "101", "`execution.max_cpu_percent`"),
+    (
+        "GLOBAL_T",
+        "525600",
+        "525600.5",
+        "`execution.global_timeout_minutes`",
+    ),
+    ("GRACE", "31536000", "-1", "`execution.kill_grace_seconds`"),
+    (
+        "BACKOFF",
+        "31536000000",
+        "31536000001",
+        "`execution.retry_backoff_ms`",
+    ),
+    (
+        "HEAD",
+        "1073741824",
+        "1073741825",
+        "`execution.output_head_bytes`",
+    ),
+    ("TAIL", "0", "-1", "`execution.output_tail_bytes`"),
+    ("LOG", "1073741824", "1e20", "`execution.log_file_max_mb`"),
+    (
+        "STARTUP",
+        "31536000",
+        "1e300",
+        "`startup_timeout_seconds` of service `db`",
+    ),
+    (
+        "TIMEOUT",
+        "31536000",
+        "31536001",
+        "`timeout_seconds` of category `c`",
+    ),
+    ("SLOW", "0.001", "-0.5", "`slow_seconds` of category `c`"),
+    (
+        "C_PAR",
+        "100000",
+        "4611686018427387904",
+        "`max_parallel_instances` of category `c`",
+    ),
+    (
+        "PRIO_ORDER",
+        "-1000000",
+        "-1000001",
+        "`priority_order` of category `c`",
+    ),
+    ("RETRIES", "100", "4294967295", "`retries` of category `c`"),
+    ("C_MIN_MEM", "0", "-1", "`min_memory_mb` of category `c`"),
+    (
+        "C_MAX_MEM",
+        "1073741824",
+        "18446744073709551615",
+        "`max_memory_mb` of category `c`",
+    ),
+    (
+        "RLIMIT",
+        "1073741824",
+        "99999999999999999999",
+        "`rlimit_as_mb` of category `c`",
+    ),
+    (
+        "ORDER",
+        "1000000",
+        "1000001",
+        "`execution_order` of layer `f`",
+    ),
+    (
+        "PRIORITY",
+        "-1000000",
+        "-2000000",
+        "`priority` of layer `f`",
+    ),
+    (
+        "MAX_DUR",
+        "525600",
+        "1e300",
+        "`max_duration_minutes` of layer `f`",
+    ),
+    (
+        "L_MEM",
+        "1073741824",
+        "0",
+        "`resource_limits.max_memory_mb` of layer `f`",
+    ),
+    (
+        "L_CPU",
+        "1",
+        "0",
+        "`resource_limits.max_cpu_percent` of layer `f`",
+    ),
+    (
+        "L_PAR",
+        "100000",
+        "100001",
+        "`resource_limits.max_parallel_instances` of layer `f`",
+    ),
+    (
+        "PASS",
+        "100",
+        "100.5",
+        "`success_criteria.min_pass_rate` of layer `f`",
+    ),
+    (
+        "FAILS",
+        "1000000000",
+        "1000000001",
+        "`success_criteria.max_failures` of layer `f`",
+    ),
+];
+
+const EVERY_NUMBER: &str = "version: 1
+execution:
+  max_parallel_tests: P_TESTS
+  background_max_slots: BG_SLOTS
+  max_memory_mb: MEM
+  max_cpu_percent: CPU
+  global_timeout_minutes: GLOBAL_T
+  kill_grace_seconds: GRACE
+  retry_backoff_ms: BACKOFF
+  output_head_bytes: HEAD
+  output_tail_bytes: TAIL
+  log_file_max_mb: LOG
+services:
+  db:
+    ready: {tcp: \"127.0.0.1:5432\"}
+    startup_timeout_seconds: STARTUP
+categories:
+  c:
+    command: x
+    timeout_seconds: TIMEOUT
+    slow_seconds: SLOW
+    max_parallel_instances: C_PAR
+    priority_order: PRIO_ORDER
+    retries: RETRIES
+    min_memory_mb: C_MIN_MEM
+    max_memory_mb: C_MAX_MEM
+    rlimit_as_mb: RLIMIT
+layers:
+  - name: f
+    categories: [c]
+    execution_order: ORDER
+    priority: PRIORITY
+    max_duration_minutes: MAX_DUR
+    resource_limits:
+      max_memory_mb: L_MEM
+      max_cpu_percent: L_CPU
+      max_parallel_instances: L_PAR
+    success_criteria:
+      min_pass_rate: PASS
+      max_failures: FAILS
+";
+
+/// `EVERY_NUMBER` with each placeholder replaced by its allowed extreme, except `bad`,
+/// which gets its out-of-range value.
+fn every_number(bad: Option<&str>) -> String {
+    let mut yaml = EVERY_NUMBER.to_string();
+    // Longest placeholders first, so `C_MAX_MEM` is not taken for `MEM`.
+    let mut keys: Vec<_> = NUMERIC_KEYS.iter().collect();
+    keys.sort_by_key(|k| std::cmp::Reverse(k.0.len()));
+    for (key, good, out, _) in keys {
+        let v = if bad == Some(*key) { out } else { good };
+        yaml = yaml.replace(key, v);
+    }
+    yaml
+}
+
+#[test]
+fn every_numeric_key_accepts_its_extremes() {
+    let config = load_str(&every_number(None)).unwrap_or_else(|e| panic!("{e}"));
+    let e = &config.execution;
+    assert_eq!(e.max_parallel_tests, Some(100_000));
+    assert_eq!(e.background_max_slots, Some(100_000));
+    assert_eq!(e.max_memory_mb, Some(1 << 30));
+    assert_eq!(e.global_timeout, Some(Duration::from_secs(365 * 86_400)));
+    assert_eq!(e.retry_backoff, Duration::from_secs(365 * 86_400));
+    assert_eq!(e.log_file_max_bytes, 1 << 50);
+    let c = &config.categories["c"];
+    assert_eq!((c.retries, c.max_parallel_instances), (100, Some(100_000)));
+    assert_eq!(c.priority_order, -1_000_000);
+    assert_eq!(c.slow_after, Some(Duration::from_millis(1)));
+    let l = &config.layers[0];
+    assert_eq!((l.execution_order, l.priority), (1_000_000, -1_000_000));
+    assert_eq!(l.success_criteria.max_failures, Some(1_000_000_000));
+    assert_eq!(l.success_criteria.min_pass_rate, Some(100.0));
+}
+
+#[test]
+fn every_numeric_key_rejects_values_out_of_range() {
+    let mut failures = Vec::new();
+    for (key, _, out, what) in NUMERIC_KEYS {
+        let yaml = every_number(Some(key));
+        let key_line = format!(
+            "{}: {out}",
+            what.split('`').nth(1).unwrap().rsplit('.').next().unwrap()
+        );
+        let line = yaml
+            .lines()
+            .position(|l| l.trim() == key_line)
+            .unwrap_or_else(|| panic!("no line `{key_line}`")) as u64
+            + 1;
+        match load_str(&yaml) {
+            Ok(_) => failures.push(format!("{what} = {out}: loaded")),
+            Err(err) => {
+                let shown = err.to_string();
+                let m = err.message();
+                let ok = err.diagnostics().len() == 1
+                    && err.line() == Some(line)
+                    && m.starts_with(&format!("invalid {what}: expected "))
+                    && m.ends_with(&format!(", found `{}`", out.trim_start_matches('+')))
+                    && (m.contains(" from ") || m.contains("greater than 0 and at most"));
+                if !ok {
+                    failures.push(format!("{what} = {out} (line {line}):\n{shown}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn out_of_range_messages_name_the_value_and_the_range() {
+    let err = load_str(&every_number(Some("RETRIES"))).unwrap_err();
+    assert_eq!(
+        err.message(),
+        "invalid `retries` of category `c`: expected an integer from 0 to 100, found `4294967295`"
+    );
+    let err = load_str(&every_number(Some("C_MAX_MEM"))).unwrap_err();
+    assert!(
+        err.message().ends_with(
+            "expected a whole number of MiB from 1 to 1073741824 (1 PiB), found `18446744073709551615`"
+        ),
+        "{err}"
+    );
+    let err = load_str(&every_number(Some("MAX_DUR"))).unwrap_err();
+    assert!(err.message().ends_with("found `1e300`"), "{err}");
+    // 0 where 0 means nothing: the help says why.
+    let err = load_str(&every_number(Some("L_CPU"))).unwrap_err();
+    assert!(err.to_string().contains("= help: 0% of the cores"), "{err}");
+    let err = load_str("categories:\n  c:\n    command: x\n    timeout_seconds: 0\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("= help: a duration of 0 would be over at once"),
+        "{err}"
+    );
+    // A whole number written with an exponent is an integer; a fraction is not.
+    let config = load_str("categories:\n  c:\n    command: x\n    retries: 1e1\n").unwrap();
+    assert_eq!(config.categories["c"].retries, 10);
+    let err = load_str("categories:\n  c:\n    command: x\n    retries: 1.5\n").unwrap_err();
+    assert!(
+        err.message()
+            .ends_with("expected an integer from 0 to 100, found `1.5`"),
+        "{err}"
+    );
+    let err = load_str("version: 18446744073709551616\n").unwrap_err();
+    assert!(err.message().starts_with("unsupported `version`"), "{err}");
+}
+
+#[test]
+fn serde_integer_overflow_states_the_range_of_the_type() {
+    #[derive(Debug, serde::Deserialize)]
+    struct T {
+        #[allow(dead_code)]
+        n: u32,
+    }
+    let mut sources = node::Sources::default();
+    let tree = node::parse(&mut sources, Path::new("t.yaml"), "n: 4294967296\n".into()).unwrap();
+    let err = de::from_node::<T>(&tree, &sources).unwrap_err();
+    assert_eq!(
+        err[0].message,
+        "invalid value for `n`: expected an integer from 0 to 4294967295, found integer `4294967296`"
+    );
+    let tree = node::parse(&mut sources, Path::new("t.yaml"), "n: -1\n".into()).unwrap();
+    let err = de::from_node::<T>(&tree, &sources).unwrap_err();
+    assert!(err[0].message.contains("from 0 to 4294967295"), "{err:?}");
+}
+
+#[test]
+fn every_bounded_key_is_in_the_documented_ranges() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    let start = docs.find("### Ranges").expect("a Ranges section");
+    let section = &docs[start..];
+    let section = &section[..section[4..].find("\n## ").map_or(section.len(), |i| i + 4)];
+    let layers_keys = NUMERIC_KEYS
+        .iter()
+        .map(|(_, _, _, what)| what.split('`').nth(1).unwrap().rsplit('.').next().unwrap());
+    let agent_keys = [
+        "test_orchestrator",
+        "resource_manager",
+        "progress_streamer",
+        "background_e2e",
+    ]
+    .into_iter()
+    .flat_map(|stem| agents::numeric_keys(stem).iter().map(|(k, _)| *k));
+    let missing: Vec<&str> = layers_keys
+        .chain(agent_keys)
+        .filter(|k| !section.contains(&format!("`{k}`")) && !section.contains(&format!(".{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in docs/configuration.md#ranges: {missing:?}"
+    );
 }

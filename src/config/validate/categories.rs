@@ -17,17 +17,14 @@ impl Validator<'_> {
             let c = &cat.value;
             let ctx = format!("category `{n}`");
             let kind = self.unit_kind(name, c);
-            let max = u64::MAX >> 1;
-            let min_memory_mb = self.int(
+            let min_memory_mb = self.count(
                 &c.min_memory_mb,
-                true,
-                max,
+                &bounds::MEMORY_ESTIMATE_MB,
                 &format!("`min_memory_mb` of {ctx}"),
             );
-            let max_memory_mb = self.int(
+            let max_memory_mb = self.count(
                 &c.max_memory_mb,
-                false,
-                max,
+                &bounds::MEMORY_MB,
                 &format!("`max_memory_mb` of {ctx}"),
             );
             if let (Some(lo), Some(hi), Some(l)) = (min_memory_mb, max_memory_mb, &c.min_memory_mb)
@@ -70,39 +67,36 @@ impl Validator<'_> {
                 kind,
                 timeout: self.duration(
                     &c.timeout_seconds,
-                    1.0,
-                    false,
+                    &bounds::TIMEOUT_SECONDS,
                     &format!("`timeout_seconds` of {ctx}"),
                 ),
                 slow_after: self.duration(
                     &c.slow_seconds,
-                    1.0,
-                    false,
+                    &bounds::TIMEOUT_SECONDS,
                     &format!("`slow_seconds` of {ctx}"),
                 ),
                 max_parallel_instances: self
-                    .int(
+                    .count(
                         &c.max_parallel_instances,
-                        false,
-                        max,
+                        &bounds::PARALLEL,
                         &format!("`max_parallel_instances` of {ctx}"),
                     )
                     .map(|n| n as usize),
-                priority_order: c.priority_order.unwrap_or(0),
-                retries: self
+                priority_order: self
                     .int(
-                        &c.retries,
-                        true,
-                        u64::from(u32::MAX),
-                        &format!("`retries` of {ctx}"),
+                        &c.priority_order,
+                        &bounds::ORDER,
+                        &format!("`priority_order` of {ctx}"),
                     )
+                    .unwrap_or(0),
+                retries: self
+                    .count(&c.retries, &bounds::RETRIES, &format!("`retries` of {ctx}"))
                     .unwrap_or(0) as u32,
                 min_memory_mb,
                 max_memory_mb,
-                rlimit_as_mb: self.int(
+                rlimit_as_mb: self.count(
                     &c.rlimit_as_mb,
-                    false,
-                    max,
+                    &bounds::MEMORY_MB,
                     &format!("`rlimit_as_mb` of {ctx}"),
                 ),
                 critical: c.critical.unwrap_or(false),

@@ -56,14 +56,12 @@ impl Validator<'_> {
             "service",
         );
 
-        let max = u64::MAX >> 1;
         let rl = r.resource_limits.as_ref();
         let none = None;
         let lim_mem = rl.map_or(&none, |l| &l.max_memory_mb);
-        let max_memory_mb = self.int(
+        let max_memory_mb = self.count(
             lim_mem,
-            false,
-            max,
+            &bounds::MEMORY_MB,
             &format!("`resource_limits.max_memory_mb` of {ctx}"),
         );
         if let (Some(m), Some(global), Some(l)) = (max_memory_mb, names.global_memory, lim_mem)
@@ -79,56 +77,52 @@ impl Validator<'_> {
         let resource_limits = ResourceLimits {
             max_memory_mb,
             max_cpu_percent: self
-                .int(
+                .count(
                     rl.map_or(&none, |l| &l.max_cpu_percent),
-                    false,
-                    u64::from(u32::MAX),
+                    &bounds::CPU_PERCENT,
                     &format!("`resource_limits.max_cpu_percent` of {ctx}"),
                 )
                 .map(|v| v as u32),
             max_parallel_instances: self
-                .int(
+                .count(
                     rl.map_or(&none, |l| &l.max_parallel_instances),
-                    false,
-                    max,
+                    &bounds::PARALLEL,
                     &format!("`resource_limits.max_parallel_instances` of {ctx}"),
                 )
                 .map(|v| v as usize),
         };
         let sc = r.success_criteria.as_ref();
-        let min_pass_rate = sc.and_then(|s| s.min_pass_rate.as_ref()).and_then(|p| {
-            if (0.0..=100.0).contains(&p.value) {
-                Some(p.value)
-            } else {
-                self.err(
-                    p.loc,
-                    format!(
-                        "invalid `success_criteria.min_pass_rate` of {ctx}: expected a percentage from 0 to 100, found `{}`",
-                        fmt_num(p.value)
-                    ),
-                );
-                None
-            }
-        });
         let success_criteria = SuccessCriteria {
-            min_pass_rate,
-            max_failures: self.int(
+            min_pass_rate: self.number(
+                sc.map_or(&None, |s| &s.min_pass_rate),
+                &bounds::PASS_RATE,
+                &format!("`success_criteria.min_pass_rate` of {ctx}"),
+            ),
+            max_failures: self.count(
                 sc.map_or(&none, |s| &s.max_failures),
-                true,
-                max,
+                &bounds::FAILURES,
                 &format!("`success_criteria.max_failures` of {ctx}"),
             ),
             critical_tests_must_pass: sc.and_then(|s| s.critical_tests_must_pass).unwrap_or(true),
         };
+        let execution_order = self
+            .int(
+                &r.execution_order,
+                &bounds::ORDER,
+                &format!("`execution_order` of {ctx}"),
+            )
+            .unwrap_or(index as i64 + 1);
+        let priority = self
+            .int(&r.priority, &bounds::ORDER, &format!("`priority` of {ctx}"))
+            .unwrap_or(0);
         Layer {
             name: n.clone(),
             description: r.description.clone().unwrap_or_default(),
-            execution_order: r.execution_order.unwrap_or(index as i64 + 1),
-            priority: r.priority.unwrap_or(0),
+            execution_order,
+            priority,
             max_duration: self.duration(
                 &r.max_duration_minutes,
-                60.0,
-                false,
+                &bounds::TIMEOUT_MINUTES,
                 &format!("`max_duration_minutes` of {ctx}"),
             ),
             execution_mode: r.execution_mode.unwrap_or(LayerMode::Parallel),

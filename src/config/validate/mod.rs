@@ -1,9 +1,10 @@
 //! Validation: raw structs ([`super::raw`]) -> domain types ([`super::model`]).
 //!
-//! Checks values (positive timeouts, sane memory limits, exactly one of `command` /
-//! `nextest`, ...), cross references (categories, layers and services named elsewhere
-//! must exist; the closest valid name is suggested) and dependency cycles. Every
-//! problem is collected with its location; a `Config` is returned only when none is found.
+//! Checks values (every number within its range from [`super::bounds`], memory limits
+//! against each other, exactly one of `command` / `nextest`, ...), cross references
+//! (categories, layers and services named elsewhere must exist; the closest valid name
+//! is suggested) and dependency cycles. Every problem is collected with its location; a
+//! `Config` is returned only when none is found.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
+use super::bounds::{self, Number, OutOfRange, Range};
 use super::de::{Entries, Located};
 use super::error::Diagnostic;
 use super::graph::{GraphNode, find_cycles};
@@ -46,8 +48,11 @@ pub(crate) fn validate(
     let category_locs = raw.categories_locs();
     let service_locs = raw.services_locs();
     let version = match raw.version {
-        None => 1,
-        Some(Located { value: 1, .. }) => 1,
+        None
+        | Some(Located {
+            value: Number::Int(1),
+            ..
+        }) => 1,
         Some(Located { value, loc }) => {
             v.err(loc, format!("unsupported `version` {value}: expected `1`"));
             1
@@ -179,73 +184,68 @@ struct Validator<'a> {
     diags: Vec<Diagnostic>,
 }
 
-fn fmt_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        v.to_string()
-    }
-}
-
 impl Validator<'_> {
     fn err(&mut self, loc: Loc, message: impl Into<String>) {
         let d = self.sources.diag(loc, message);
         self.diags.push(d);
     }
 
-    /// A duration given in `unit_secs` seconds per unit; must be > 0 (or >= 0 with `allow_zero`).
+    /// Reports `e` (a value of `what` outside its range) at `loc`.
+    fn out_of_range(&mut self, loc: Loc, what: &str, e: &OutOfRange) {
+        let d = bounds::diagnostic(self.sources, loc, what, e);
+        self.diags.push(d);
+    }
+
+    /// A duration in the unit of `range` (seconds, minutes, ...), within it.
     fn duration(
         &mut self,
         v: &Option<Located<f64>>,
-        unit_secs: f64,
-        allow_zero: bool,
+        range: &Range,
         what: &str,
     ) -> Option<Duration> {
         let l = v.as_ref()?;
-        let ok = l.value.is_finite() && (l.value > 0.0 || (allow_zero && l.value == 0.0));
-        let d = ok
-            .then(|| Duration::try_from_secs_f64(l.value * unit_secs).ok())
-            .flatten();
-        if d.is_none() {
-            let bound = if allow_zero {
-                "0 or more"
-            } else {
-                "greater than 0"
-            };
-            self.err(
-                l.loc,
-                format!(
-                    "invalid {what}: expected a duration {bound}, found `{}`",
-                    fmt_num(l.value)
-                ),
-            );
-        }
-        d
+        range
+            .check_duration(Number::Float(l.value))
+            .map_err(|e| self.out_of_range(l.loc, what, &e))
+            .ok()
     }
 
-    /// An integer that must be > 0 (or >= 0 with `allow_zero`) and fit `max`.
-    fn int(
+    /// A duration given as whole milliseconds (or days, ...), within `range`.
+    fn int_duration(
         &mut self,
-        v: &Option<Located<i64>>,
-        allow_zero: bool,
-        max: u64,
+        v: &Option<Located<Number>>,
+        range: &Range,
         what: &str,
-    ) -> Option<u64> {
+    ) -> Option<Duration> {
         let l = v.as_ref()?;
-        let min = if allow_zero { 0 } else { 1 };
-        if l.value < min || l.value as u64 > max {
-            let bound = if allow_zero {
-                "a number 0 or more"
-            } else {
-                "a number greater than 0"
-            };
-            self.err(
-                l.loc,
-                format!("invalid {what}: expected {bound}, found `{}`", l.value),
-            );
-            return None;
-        }
-        Some(l.value as u64)
+        range
+            .check_duration(l.value)
+            .map_err(|e| self.out_of_range(l.loc, what, &e))
+            .ok()
+    }
+
+    /// An integer within `range`.
+    fn int(&mut self, v: &Option<Located<Number>>, range: &Range, what: &str) -> Option<i64> {
+        let l = v.as_ref()?;
+        range
+            .check_int(l.value)
+            .map_err(|e| self.out_of_range(l.loc, what, &e))
+            .ok()
+    }
+
+    /// A number (fractions allowed) within `range`.
+    fn number(&mut self, v: &Option<Located<f64>>, range: &Range, what: &str) -> Option<f64> {
+        let l = v.as_ref()?;
+        range
+            .check(Number::Float(l.value))
+            .map_err(|e| self.out_of_range(l.loc, what, &e))
+            .ok()
+    }
+
+    /// An integer within `range` that cannot be negative (counts, sizes).
+    fn count(&mut self, v: &Option<Located<Number>>, range: &Range, what: &str) -> Option<u64> {
+        debug_assert!(range.min >= 0, "{what}: a count cannot be negative");
+        self.int(v, range, what).map(|n| n as u64)
     }
 
     /// A non-empty string.
@@ -286,29 +286,29 @@ impl Validator<'_> {
     }
 
     fn execution(&mut self, r: &RawExecution) -> Execution {
-        let max = u64::MAX >> 1;
         Execution {
             max_parallel_tests: self
-                .int(
+                .count(
                     &r.max_parallel_tests,
-                    false,
-                    max,
+                    &bounds::PARALLEL,
                     "`execution.max_parallel_tests`",
                 )
                 .map(|n| n as usize),
-            max_memory_mb: self.int(&r.max_memory_mb, false, max, "`execution.max_memory_mb`"),
+            max_memory_mb: self.count(
+                &r.max_memory_mb,
+                &bounds::MEMORY_MB,
+                "`execution.max_memory_mb`",
+            ),
             max_cpu_percent: self
-                .int(
+                .count(
                     &r.max_cpu_percent,
-                    false,
-                    u64::from(u32::MAX),
+                    &bounds::CPU_PERCENT,
                     "`execution.max_cpu_percent`",
                 )
                 .map(|n| n as u32),
             global_timeout: self.duration(
                 &r.global_timeout_minutes,
-                60.0,
-                false,
+                &bounds::TIMEOUT_MINUTES,
                 "`execution.global_timeout_minutes`",
             ),
             background_layers: r
@@ -318,51 +318,44 @@ impl Validator<'_> {
                 .map(|n| n.value.clone())
                 .collect(),
             background_max_slots: self
-                .int(
+                .count(
                     &r.background_max_slots,
-                    false,
-                    max,
+                    &bounds::PARALLEL,
                     "`execution.background_max_slots`",
                 )
                 .map(|n| n as usize),
             kill_grace: self
                 .duration(
                     &r.kill_grace_seconds,
-                    1.0,
-                    true,
+                    &bounds::KILL_GRACE_SECONDS,
                     "`execution.kill_grace_seconds`",
                 )
                 .unwrap_or(Duration::from_secs(5)),
-            retry_backoff: Duration::from_millis(
-                self.int(
+            retry_backoff: self
+                .int_duration(
                     &r.retry_backoff_ms,
-                    true,
-                    max,
+                    &bounds::WAIT_MS,
                     "`execution.retry_backoff_ms`",
                 )
-                .unwrap_or(200),
-            ),
+                .unwrap_or(Duration::from_millis(200)),
             output_head_bytes: self
-                .int(
+                .count(
                     &r.output_head_bytes,
-                    true,
-                    max,
+                    &bounds::OUTPUT_BYTES,
                     "`execution.output_head_bytes`",
                 )
                 .unwrap_or(16 * 1024) as usize,
             output_tail_bytes: self
-                .int(
+                .count(
                     &r.output_tail_bytes,
-                    true,
-                    max,
+                    &bounds::OUTPUT_BYTES,
                     "`execution.output_tail_bytes`",
                 )
                 .unwrap_or(64 * 1024) as usize,
             log_file_max_bytes: self
-                .int(
+                .count(
                     &r.log_file_max_mb,
-                    true,
-                    max >> 20,
+                    &bounds::LOG_FILE_MB,
                     "`execution.log_file_max_mb`",
                 )
                 .unwrap_or(8)

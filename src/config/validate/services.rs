@@ -40,8 +40,7 @@ impl Validator<'_> {
                 startup_timeout: self
                     .duration(
                         &s.startup_timeout_seconds,
-                        1.0,
-                        false,
+                        &bounds::TIMEOUT_SECONDS,
                         &format!("`startup_timeout_seconds` of service `{n}`"),
                     )
                     .unwrap_or(Duration::from_secs(30)),
