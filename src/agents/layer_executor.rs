@@ -668,13 +668,24 @@ async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome
         if !will_retry {
             return Some(outcome);
         }
-        let backoff = exec_cfg.retry_backoff * 2u32.saturating_pow(attempt - 1);
+        let backoff = retry_backoff(exec_cfg.retry_backoff, attempt);
         tokio::select! {
             _ = run.token.cancelled() => {}
             _ = tokio::time::sleep(backoff) => {}
         }
     }
     None
+}
+
+/// The longest wait before a retry, however many attempts came before.
+const MAX_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The wait before the attempt after `attempt`: `base` doubled per earlier retry,
+/// at most [`MAX_RETRY_BACKOFF`] (never an overflow, whatever `retries` is).
+fn retry_backoff(base: std::time::Duration, attempt: u32) -> std::time::Duration {
+    base.checked_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .unwrap_or(MAX_RETRY_BACKOFF)
+        .min(MAX_RETRY_BACKOFF)
 }
 
 /// A unit id as a file name (logs, JUnit files).
@@ -954,6 +965,18 @@ mod tests {
         assert!(short.is_some() && long.is_some());
         assert_eq!(*got.lock().unwrap(), vec!["long", "short"]);
         assert_eq!(waiting(), 0, "tickets leave when dropped");
+    }
+
+    #[test]
+    fn retry_backoff_doubles_up_to_a_minute() {
+        let base = std::time::Duration::from_millis(200);
+        assert_eq!(retry_backoff(base, 1), base);
+        assert_eq!(retry_backoff(base, 3), base * 4);
+        assert_eq!(retry_backoff(base, 100), MAX_RETRY_BACKOFF);
+        assert_eq!(
+            retry_backoff(std::time::Duration::MAX, 2),
+            MAX_RETRY_BACKOFF
+        );
     }
 
     #[test]
