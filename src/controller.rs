@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use crate::cli::{Cli, Mode};
-use crate::config::{self, Config, LoadOptions};
 use crate::exit_code;
 use crate::runner::RunRequest;
 
@@ -29,7 +28,16 @@ pub async fn run(cli: Cli) -> i32 {
         }
         Mode::Layers { .. } | Mode::Legacy { .. } => match load(&cli) {
             Ok(cfg) => {
-                let request = RunRequest::from_cli(&cli, mode);
+                let (run_id, run_dir) = crate::background::run_location(&cli, &cfg.root);
+                let request = RunRequest {
+                    mode,
+                    no_dependencies: cli.no_dependencies,
+                    global_timeout: None,
+                    run_id,
+                    run_dir,
+                    // Background layers may go to a detached worker (--background-e2e).
+                    plan_hook: Some(crate::background::launch::prepare_plan),
+                };
                 crate::runner::run(&cli, request, Arc::new(cfg)).await
             }
             Err(code) => code,
@@ -43,16 +51,4 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-/// Load and validate the configuration, printing the error (exit code 2) on failure.
-pub fn load(cli: &Cli) -> Result<Config, i32> {
-    config::load(&LoadOptions {
-        path: cli.config.clone(),
-        environment: cli.environment.clone(),
-    })
-    .map_err(|e| {
-        eprintln!("{e}");
-        exit_code::USAGE
-    })
-}
-
-pub use crate::runner::slots;
+pub use crate::runner::{load_config as load, slots};

@@ -35,7 +35,7 @@ pub struct Request {
 /// `--queue-e2e` (or `--background-e2e` without a layer selection): queue a detached
 /// run, print its id on stdout and return.
 pub fn queue(cli: &Cli) -> i32 {
-    let config = match crate::controller::load(cli) {
+    let config = match crate::runner::load_config(cli) {
         Ok(c) => c,
         Err(code) => return code,
     };

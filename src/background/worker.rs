@@ -41,7 +41,7 @@ pub async fn run(cli: Cli, id: String) -> i32 {
             return exit_code::INFRASTRUCTURE;
         }
     };
-    let config = match crate::controller::load(&cli) {
+    let config = match crate::runner::load_config(&cli) {
         Ok(c) => c,
         Err(code) => {
             finish_without_run(&store, &id, Status::Failed, code, "configuration error");
@@ -93,8 +93,13 @@ pub async fn run(cli: Cli, id: String) -> i32 {
     };
     let address = tokio::spawn(record_progress_url(store.clone(), id.clone()));
     // The request names exactly what runs: dependencies outside it are not added.
+    let (run_id, run_dir) = super::run_location(&cli, &config.root);
     let request = RunRequest {
         mode,
+        run_id,
+        run_dir,
+        // In a worker every layer runs as background.
+        plan_hook: Some(super::launch::prepare_plan),
         no_dependencies: true,
         global_timeout: cli
             .background_timeout

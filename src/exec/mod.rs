@@ -15,6 +15,7 @@
 //!   ([`tree_rss_bytes`]).
 //! - `groups`: process groups started outside units (discovery builds), tracked so an
 //!   interrupt can stop them ([`track_group`], [`terminate_tracked_groups`]).
+//! - `registry`: the reaper's evidence (leaders, units, processes seen), a leaf.
 //! - `reaper`: the runner as a child subreaper ([`become_subreaper`],
 //!   [`reap_adopted_orphans`]) without stealing anyone's exit status.
 //! - `unix`: every OS call: spawning, signals, the SIGTERM → grace → SIGKILL sequence
@@ -43,6 +44,7 @@ mod groups;
 mod outcome;
 mod procfs;
 mod reaper;
+mod registry;
 mod spec;
 mod stop;
 mod unix;

@@ -104,7 +104,7 @@ pub(crate) fn snapshot() -> Vec<ProcInfo> {
 /// full scans were most of the runner's CPU). Without the subreaper, or without the
 /// `children` files (`CONFIG_PROC_CHILDREN`), every process in `/proc`.
 pub(crate) fn scan() -> Vec<ProcInfo> {
-    if super::reaper::is_subreaper()
+    if super::registry::is_subreaper()
         && let Some(tree) = descendants(std::process::id())
     {
         return tree;
@@ -228,7 +228,7 @@ pub fn unit_processes(pgid: u32, token: &str) -> Vec<u32> {
 /// [`unit_processes`] with full process identities.
 pub(crate) fn unit_members(pgid: u32, token: &str) -> Vec<ProcInfo> {
     let found = find_unit(pgid, token);
-    super::reaper::note_members(pgid, &found);
+    super::registry::note_members(pgid, found.iter().map(|p| (p.pid, p.start_time)));
     found
 }
 

@@ -32,43 +32,15 @@
 //! that makes itself a group leader, before the next pass retires the unit. That needs
 //! the kernel's cyclic pid allocator to wrap around `pid_max` in between.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::procfs::{self, ProcInfo};
+use super::procfs;
+use super::registry::{self, Registry, UnitRecord, registry};
 use super::unix;
-
-/// A unit known to the reaper.
-#[derive(Debug)]
-struct UnitRecord {
-    /// The unit's `RUNNER_UNIT_TOKEN` value.
-    token: String,
-    /// True until `run_unit` has finished with it.
-    running: bool,
-}
-
-/// The evidence used to decide what may be reaped (see the module docs).
-#[derive(Debug, Default)]
-struct Registry {
-    /// Unit leaders whose status tokio is waiting for.
-    leaders: HashSet<u32>,
-    /// Units by process group id.
-    units: HashMap<u32, UnitRecord>,
-    /// `(pid, start_time)` of processes seen alive inside a unit.
-    seen: HashSet<(u32, u64)>,
-}
-
-static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
-
-fn registry() -> MutexGuard<'static, Registry> {
-    // The registry holds plain sets; a panic elsewhere cannot leave it inconsistent.
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Makes the runner a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`) on Linux; does
 /// nothing elsewhere. Affects the whole process, for the rest of its life: call it once at
@@ -79,17 +51,8 @@ fn registry() -> MutexGuard<'static, Registry> {
 /// The `prctl` error, if the kernel refuses (it does not in practice).
 pub fn become_subreaper() -> io::Result<()> {
     unix::set_child_subreaper()?;
-    SUBREAPER.store(cfg!(target_os = "linux"), Ordering::Relaxed);
+    registry::set_subreaper(cfg!(target_os = "linux"));
     Ok(())
-}
-
-/// Set once [`become_subreaper`] succeeded: unit scans may then stay in the runner's
-/// subtree ([`procfs::scan`]).
-static SUBREAPER: AtomicBool = AtomicBool::new(false);
-
-/// True when this process is a child subreaper (set by [`become_subreaper`]).
-pub(crate) fn is_subreaper() -> bool {
-    SUBREAPER.load(Ordering::Relaxed)
 }
 
 /// Spawns a unit leader and registers it (leader and group) under the registry lock.
@@ -119,14 +82,6 @@ pub(crate) fn leader_reaped(pid: u32) {
 pub(crate) fn unit_finished(pgid: u32) {
     if let Some(unit) = registry().units.get_mut(&pgid) {
         unit.running = false;
-    }
-}
-
-/// Remembers processes found alive in a registered unit.
-pub(crate) fn note_members(pgid: u32, procs: &[ProcInfo]) {
-    let mut reg = registry();
-    if reg.units.contains_key(&pgid) {
-        reg.seen.extend(procs.iter().map(|p| (p.pid, p.start_time)));
     }
 }
 

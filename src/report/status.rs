@@ -14,10 +14,10 @@ use crate::agents::resource_manager::{self, ResourceSettings};
 use crate::agents::{AgentHandle, Health, HealthReport, names, spawn_heartbeat, test_orchestrator};
 use crate::cli::{Cli, LayerSelection};
 use crate::config::{Config, UnitKind};
-use crate::controller::slots;
 use crate::exit_code;
 use crate::plan::{self, PlanOptions};
 use crate::report::files;
+use crate::runner::slots;
 
 /// `--show-layers`.
 pub fn show_layers(config: &Config, cli: &Cli) -> i32 {

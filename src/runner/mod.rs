@@ -20,6 +20,7 @@ pub mod signals;
 #[cfg(test)]
 mod tests;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,11 @@ use crate::exit_code;
 use crate::plan::{Plan, PlanOptions};
 use crate::report::{console, files};
 
+/// What the caller does with the plan before it runs (hand background layers to a
+/// detached worker, or run everything as background in a worker): the plan to run,
+/// `None` when nothing is left to run here, or an exit code.
+pub type PlanHook = fn(&Cli, &Config, Plan) -> Result<Option<Plan>, i32>;
+
 /// What to run: a layered or legacy selection and the options that shape the plan.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -51,17 +57,25 @@ pub struct RunRequest {
     pub no_dependencies: bool,
     /// Overrides `execution.global_timeout_minutes` (a background run's timeout).
     pub global_timeout: Option<Duration>,
+    /// The run's id and directory.
+    pub run_id: String,
+    /// `.runner/runs/<run_id>/` (or a background run's directory).
+    pub run_dir: PathBuf,
+    /// Applied to the plan before it runs.
+    pub plan_hook: Option<PlanHook>,
 }
 
-impl RunRequest {
-    /// The run the command line asks for.
-    pub fn from_cli(cli: &Cli, mode: Mode) -> Self {
-        Self {
-            mode,
-            no_dependencies: cli.no_dependencies,
-            global_timeout: None,
-        }
-    }
+/// Load and validate the configuration the command line names, printing the error
+/// (exit code 2) on failure.
+pub fn load_config(cli: &Cli) -> Result<Config, i32> {
+    crate::config::load(&crate::config::LoadOptions {
+        path: cli.config.clone(),
+        environment: cli.environment.clone(),
+    })
+    .map_err(|e| {
+        eprintln!("{e}");
+        exit_code::USAGE
+    })
 }
 
 /// Global slots: `--jobs`, else `execution.max_parallel_tests`, else the CPU count;
@@ -167,7 +181,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
     if !interrupted_while_planning {
         // Background layers go to a detached worker (--background-e2e), or, in a worker,
         // all run as background.
-        plan = match crate::background::launch::prepare_plan(cli, &config, plan) {
+        let hook = request.plan_hook.unwrap_or(|_, _, plan| Ok(Some(plan)));
+        plan = match hook(cli, &config, plan) {
             Ok(Some(plan)) => plan,
             Ok(None) => {
                 orchestrator_agent.stop().await;
@@ -212,7 +227,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
         eprintln!("runner: {why}; running in legacy category mode");
     }
 
-    let (run_id, run_dir) = crate::background::run_location(cli, &config.root);
+    let (run_id, run_dir) = (request.run_id.clone(), request.run_dir.clone());
     let thread_id = match &mode {
         Mode::Layers { thread_id, .. } => thread_id.clone(),
         _ => None,

@@ -3,7 +3,7 @@
 //!
 //! `max_cpu_percent` is a share of the machine's cores and turns into slots: at most
 //! ceil(cores × percent / 100) units at once (at least one), globally
-//! ([`crate::controller::slots`]) and per layer ([`layer_slots`]).
+//! ([`crate::runner::slots`]) and per layer ([`layer_slots`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
