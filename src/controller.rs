@@ -14,11 +14,7 @@ use crate::runner::RunRequest;
 pub async fn run(cli: Cli) -> i32 {
     let mode = cli.mode();
     match &mode {
-        Mode::Completions(shell) => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "runner", &mut std::io::stdout());
-            exit_code::PASSED
-        }
+        Mode::Completions(shell) => crate::report::out::completions(*shell),
         Mode::MergeJunit { out, inputs } => crate::report::junit::merge_command(out, inputs),
         Mode::ShowLayers => match load(&cli) {
             Ok(cfg) => crate::report::status::show_layers(&cfg, &cli),

@@ -18,9 +18,14 @@ use crate::controller::slots;
 use crate::exit_code;
 use crate::plan::{self, PlanOptions};
 use crate::report::files;
+use crate::report::out::{self, Listed, OutError, outln};
 
 /// `--show-layers`.
 pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
+    out::listing(|| write_layers(config, cli))
+}
+
+fn write_layers(config: &Config, cli: &Cli) -> Listed {
     let opts = PlanOptions {
         skip_test_listing: true,
         ..PlanOptions::default()
@@ -34,7 +39,7 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {}", e.message);
-            return exit_code::USAGE;
+            return Ok(exit_code::USAGE);
         }
     };
     let slots = slots(cli.jobs, config);
@@ -78,23 +83,23 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
             "services": config.services.keys().collect::<Vec<_>>(),
             "warnings": plan.warnings,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        return exit_code::PASSED;
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())?;
+        return Ok(exit_code::PASSED);
     }
-    println!(
+    outln!(
         "{} (environment {}, {} slots)",
         config.source.display(),
         config.environment,
         slots
-    );
+    )?;
     if plan.legacy {
-        println!("no layers defined: legacy category mode");
+        outln!("no layers defined: legacy category mode")?;
     }
     for pl in plan.layers() {
         let l = &pl.layer;
         let units: usize = pl.categories.iter().map(|c| c.units.len()).sum();
-        println!();
-        println!(
+        outln!()?;
+        outln!(
             "layer {}{} (order {}, priority {}): {}",
             l.name,
             if pl.background { " [background]" } else { "" },
@@ -105,8 +110,8 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
             } else {
                 &l.description
             }
-        );
-        println!(
+        )?;
+        outln!(
             "  mode {}, fail_fast {}, {units} units{}",
             snake(&l.execution_mode),
             snake(&l.fail_fast),
@@ -114,15 +119,15 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                 Some(d) => format!(", estimated at most {}", human(d)),
                 None => String::new(),
             }
-        );
+        )?;
         if !l.depends_on.is_empty() {
-            println!("  depends on: {}", l.depends_on.join(", "));
+            outln!("  depends on: {}", l.depends_on.join(", "))?;
         }
         if !l.conflicts.is_empty() {
-            println!("  conflicts with: {}", l.conflicts.join(", "));
+            outln!("  conflicts with: {}", l.conflicts.join(", "))?;
         }
         if !l.required_services.is_empty() {
-            println!("  services: {}", l.required_services.join(", "));
+            outln!("  services: {}", l.required_services.join(", "))?;
         }
         for c in &pl.categories {
             let kind = match &c.category.kind {
@@ -133,7 +138,7 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                 UnitKind::Nextest(_) => "one unit per test, listed at run time".to_string(),
                 UnitKind::Command(_) => format!("{} units", c.units.len()),
             };
-            println!(
+            outln!(
                 "  - {} ({count}, {kind}{}){}",
                 c.category.name,
                 c.category
@@ -144,12 +149,12 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                     .as_ref()
                     .map(|r| format!(" [skipped: {r}]"))
                     .unwrap_or_default()
-            );
+            )?;
         }
     }
     if !config.services.is_empty() {
-        println!();
-        println!(
+        outln!()?;
+        outln!(
             "services: {}",
             config
                 .services
@@ -157,14 +162,14 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )?;
     }
-    println!();
-    println!("execution modes: fast_feedback (commit), nightly (weekend), background, hybrid (ci)");
+    outln!()?;
+    outln!("execution modes: fast_feedback (commit), nightly (weekend), background, hybrid (ci)")?;
     for w in &plan.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}")?;
     }
-    exit_code::PASSED
+    Ok(exit_code::PASSED)
 }
 
 /// A value's serde name (`hybrid`, `immediate`).
@@ -235,107 +240,110 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
             .map(|c| c.agents.background_e2e.max_concurrent),
         3,
     );
-    if cli.json {
-        let out = json!({
-            "agents": agents,
-            "configuration": configuration,
-            "system": system,
-            "runs_in_progress": in_progress,
-            "last_run": last,
-            "background": background,
-        });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    } else {
-        println!("agents:");
-        for a in &agents {
-            println!(
-                "  {:<18} {:<9} errors {}{}",
-                a.name,
-                snake(&a.status),
-                a.error_count,
-                a.last_error
-                    .as_ref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            );
-        }
-        match &config {
-            Some(c) => {
-                println!(
-                    "configuration: {} (environment {})",
-                    c.source.display(),
-                    c.environment
-                );
-                println!(
-                    "  layers: {}",
-                    c.layers
-                        .iter()
-                        .map(|l| l.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                println!("  environments: {}", c.environments_available.join(", "));
-                println!("  slots: {}", slots(cli.jobs, c));
-                print_budgets(&resource_manager::budgets_view(c, slots(cli.jobs, c)));
-            }
-            None => println!("configuration: {} (not loaded)", cli.config.display()),
-        }
-        match &system {
-            serde_json::Value::Object(m) if !m.contains_key("error") => println!(
-                "system: {} cpus, {:.0}% busy, {} of {} MiB available",
-                system["cpus"],
-                system["cpu_percent"].as_f64().unwrap_or(0.0),
-                system["memory_available_mb"],
-                system["memory_total_mb"]
-            ),
-            _ => println!("system: unavailable ({})", system["error"]),
-        }
-        if in_progress.is_empty() {
-            println!("runs in progress: none");
-        } else {
-            println!("runs in progress:");
-            for r in &in_progress {
-                println!(
-                    "  {} (pid {}, {})",
-                    r["run_id"].as_str().unwrap_or(""),
-                    r["pid"],
-                    r["mode"].as_str().unwrap_or("")
-                );
-                if let Some(s) = r["resources"].as_object() {
-                    println!(
-                        "    use: {} running, {} MiB admitted, {} MiB used, {} MiB available, cpu {:.0}%",
-                        s["running"],
-                        s["admitted_memory_mb"],
-                        s["used_memory_mb"],
-                        s["available_memory_mb"],
-                        s["cpu_percent"].as_f64().unwrap_or(0.0)
-                    );
-                }
-            }
-        }
-        match &last {
-            Some(l) => println!(
-                "last run: {} {} ({})",
-                l["run_id"].as_str().unwrap_or(""),
-                l["outcome"].as_str().unwrap_or(""),
-                l["summary"].as_str().unwrap_or("")
-            ),
-            None => println!("last run: none"),
-        }
-        crate::background::commands::print_overview(&background);
-    }
-    if config.is_some() {
+    let code = if config.is_some() {
         exit_code::PASSED
     } else {
         exit_code::USAGE
-    }
+    };
+    out::listing(|| {
+        if cli.json {
+            let out = json!({
+                "agents": agents,
+                "configuration": configuration,
+                "system": system,
+                "runs_in_progress": in_progress,
+                "last_run": last,
+                "background": background,
+            });
+            outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())?;
+        } else {
+            outln!("agents:")?;
+            for a in &agents {
+                outln!(
+                    "  {:<18} {:<9} errors {}{}",
+                    a.name,
+                    snake(&a.status),
+                    a.error_count,
+                    a.last_error
+                        .as_ref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                )?;
+            }
+            match &config {
+                Some(c) => {
+                    outln!(
+                        "configuration: {} (environment {})",
+                        c.source.display(),
+                        c.environment
+                    )?;
+                    outln!(
+                        "  layers: {}",
+                        c.layers
+                            .iter()
+                            .map(|l| l.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )?;
+                    outln!("  environments: {}", c.environments_available.join(", "))?;
+                    outln!("  slots: {}", slots(cli.jobs, c))?;
+                    print_budgets(&resource_manager::budgets_view(c, slots(cli.jobs, c)))?;
+                }
+                None => outln!("configuration: {} (not loaded)", cli.config.display())?,
+            }
+            match &system {
+                serde_json::Value::Object(m) if !m.contains_key("error") => outln!(
+                    "system: {} cpus, {:.0}% busy, {} of {} MiB available",
+                    system["cpus"],
+                    system["cpu_percent"].as_f64().unwrap_or(0.0),
+                    system["memory_available_mb"],
+                    system["memory_total_mb"]
+                )?,
+                _ => outln!("system: unavailable ({})", system["error"])?,
+            }
+            if in_progress.is_empty() {
+                outln!("runs in progress: none")?;
+            } else {
+                outln!("runs in progress:")?;
+                for r in &in_progress {
+                    outln!(
+                        "  {} (pid {}, {})",
+                        r["run_id"].as_str().unwrap_or(""),
+                        r["pid"],
+                        r["mode"].as_str().unwrap_or("")
+                    )?;
+                    if let Some(s) = r["resources"].as_object() {
+                        outln!(
+                            "    use: {} running, {} MiB admitted, {} MiB used, {} MiB available, cpu {:.0}%",
+                            s["running"],
+                            s["admitted_memory_mb"],
+                            s["used_memory_mb"],
+                            s["available_memory_mb"],
+                            s["cpu_percent"].as_f64().unwrap_or(0.0)
+                        )?;
+                    }
+                }
+            }
+            match &last {
+                Some(l) => outln!(
+                    "last run: {} {} ({})",
+                    l["run_id"].as_str().unwrap_or(""),
+                    l["outcome"].as_str().unwrap_or(""),
+                    l["summary"].as_str().unwrap_or("")
+                )?,
+                None => outln!("last run: none")?,
+            }
+            crate::background::commands::print_overview(&background)?;
+        }
+        Ok(code)
+    })
 }
 
 /// The budgets lines of `--orchestration-status` (from [`resource_manager::budgets_view`]).
-fn print_budgets(b: &serde_json::Value) {
+fn print_budgets(b: &serde_json::Value) -> Result<(), OutError> {
     let mb = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |n| format!("{n} MiB"));
     let pct = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |n| format!("{n}%"));
-    println!(
+    outln!(
         "  budgets: {} slots on {} cores, memory {}, cpu {}; sampling every {} ms, pause under {}% available",
         b["slots"],
         b["cores"],
@@ -343,19 +351,19 @@ fn print_budgets(b: &serde_json::Value) {
         pct(&b["max_cpu_percent"]),
         b["sample_interval_ms"],
         b["memory_pressure_percent"]
-    );
+    )?;
     for l in b["layers"].as_array().into_iter().flatten() {
         if l["slots"].is_null() && l["max_memory_mb"].is_null() {
             continue;
         }
-        println!(
+        outln!(
             "    layer {}: {} slots, memory {}",
             l["name"].as_str().unwrap_or(""),
             l["slots"]
                 .as_u64()
                 .map_or("-".to_string(), |n| n.to_string()),
             mb(&l["max_memory_mb"])
-        );
+        )?;
     }
     for c in b["categories"].as_array().into_iter().flatten() {
         if c["min_memory_mb"].is_null()
@@ -364,14 +372,15 @@ fn print_budgets(b: &serde_json::Value) {
         {
             continue;
         }
-        println!(
+        outln!(
             "    category {}: estimate {}, limit {}, rlimit_as {}",
             c["name"].as_str().unwrap_or(""),
             mb(&c["min_memory_mb"]),
             mb(&c["max_memory_mb"]),
             mb(&c["rlimit_as_mb"])
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Start every agent in-process, give them a heartbeat's time, report, stop them.

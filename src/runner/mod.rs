@@ -188,7 +188,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
                 eprintln!(
                     "runner: --rerun-failed: none of the {of} selected units failed or was left unfinished last time; nothing to run"
                 );
-                println!("0 passed, 0 failed");
+                crate::report::out::line("0 passed, 0 failed");
                 orchestrator_agent.stop().await;
                 return exit_code::PASSED;
             }
