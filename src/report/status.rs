@@ -2,16 +2,20 @@
 //!
 //! `--show-layers` prints what a run would do without running it: layers in run
 //! order with their categories, modes, dependencies, services and unit counts.
-//! `--orchestration-status` starts the agents in-process to check they come up,
-//! and reports them with the configuration found, the environments, the system's
-//! CPU and memory, runs in progress and the last finished run from `.runner/`.
+//! `--orchestration-status` starts nothing: it reports the configuration found, the
+//! environments, the system's CPU and memory, and from `.runner/` each run in
+//! progress with its own five agents (the `agents.json` its dispatcher rewrites on
+//! every supervision tick, see [`write_agent_health`]) and the last finished run with
+//! what its fold recorded (`summary.json`).
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::agents::resource_manager::{self, ResourceSettings};
-use crate::agents::{AgentHandle, Health, HealthReport, names, spawn_heartbeat, test_orchestrator};
+use crate::agents::resource_manager;
+use crate::agents::{HealthReport, unix_ms};
 use crate::cli::{Cli, LayerSelection};
 use crate::config::{Config, UnitKind};
 use crate::controller::slots;
@@ -189,9 +193,8 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// `--orchestration-status`.
+/// `--orchestration-status`: reads what runs wrote, starts nothing.
 pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
-    let agents = check_agents(config.as_ref()).await;
     let system = system_figures().await;
     let root = config
         .as_ref()
@@ -199,10 +202,23 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
         .or_else(|| cli.config.parent().map(|p| p.to_path_buf()))
         .unwrap_or_else(|| ".".into());
     let runs = files::list_runs(&root);
+    let now_ms = unix_ms(SystemTime::now());
     let in_progress: Vec<_> = runs
         .iter()
         .filter(|(_, info, summary)| summary.is_none() && files::pid_alive(info.pid))
-        .map(|(dir, info, _)| json!({"run_id": info.run_id, "pid": info.pid, "mode": info.mode, "started_at": info.started_at, "dir": dir, "resources": resource_manager::last_sample(&dir.join("events.jsonl"))}))
+        .map(|(dir, info, _)| {
+            let health = read_agent_health(dir);
+            json!({
+                "run_id": info.run_id,
+                "pid": info.pid,
+                "mode": info.mode,
+                "started_at": info.started_at,
+                "dir": dir,
+                "agents": health.as_ref().map(|h| live_agents(h, now_ms)).unwrap_or_default(),
+                "agents_updated_secs": health.as_ref().map(|h| secs_between(h.updated_unix_ms, now_ms)),
+                "resources": resource_manager::last_sample(&dir.join("events.jsonl")),
+            })
+        })
         .collect();
     let last = runs.iter().find_map(|(dir, _, summary)| {
         summary.as_ref().map(|s| {
@@ -214,6 +230,7 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
                 "duration_ms": s.duration_ms,
                 "counts": s.counts,
                 "summary": s.summary_line(),
+                "agents": s.agents,
                 "dir": dir,
             })
         })
@@ -248,7 +265,6 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
     out::listing(|| {
         if cli.json {
             let out = json!({
-                "agents": agents,
                 "configuration": configuration,
                 "system": system,
                 "runs_in_progress": in_progress,
@@ -256,87 +272,161 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
                 "background": background,
             });
             outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())?;
-        } else {
-            outln!("agents:")?;
-            for a in &agents {
+            return Ok(code);
+        }
+        match &config {
+            Some(c) => {
                 outln!(
-                    "  {:<18} {:<9} errors {}{}",
-                    a.name,
-                    snake(&a.status),
-                    a.error_count,
-                    a.last_error
-                        .as_ref()
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default()
+                    "configuration: {} (environment {})",
+                    c.source.display(),
+                    c.environment
                 )?;
+                outln!(
+                    "  layers: {}",
+                    c.layers
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )?;
+                outln!("  environments: {}", c.environments_available.join(", "))?;
+                outln!("  slots: {}", slots(cli.jobs, c))?;
+                print_budgets(&resource_manager::budgets_view(c, slots(cli.jobs, c)))?;
             }
-            match &config {
-                Some(c) => {
+            None => outln!("configuration: {} (not loaded)", cli.config.display())?,
+        }
+        match &system {
+            serde_json::Value::Object(m) if !m.contains_key("error") => outln!(
+                "system: {} cpus, {:.0}% busy, {} of {} MiB available",
+                system["cpus"],
+                system["cpu_percent"].as_f64().unwrap_or(0.0),
+                system["memory_available_mb"],
+                system["memory_total_mb"]
+            )?,
+            _ => outln!("system: unavailable ({})", system["error"])?,
+        }
+        if in_progress.is_empty() {
+            outln!("runs in progress: none")?;
+        } else {
+            outln!("runs in progress:")?;
+            for r in &in_progress {
+                outln!(
+                    "  {} (pid {}, {})",
+                    r["run_id"].as_str().unwrap_or(""),
+                    r["pid"],
+                    r["mode"].as_str().unwrap_or("")
+                )?;
+                print_live_agents(r)?;
+                if let Some(s) = r["resources"].as_object() {
                     outln!(
-                        "configuration: {} (environment {})",
-                        c.source.display(),
-                        c.environment
+                        "    use: {} running, {} MiB admitted, {} MiB used, {} MiB available, cpu {:.0}%",
+                        s["running"],
+                        s["admitted_memory_mb"],
+                        s["used_memory_mb"],
+                        s["available_memory_mb"],
+                        s["cpu_percent"].as_f64().unwrap_or(0.0)
                     )?;
-                    outln!(
-                        "  layers: {}",
-                        c.layers
-                            .iter()
-                            .map(|l| l.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )?;
-                    outln!("  environments: {}", c.environments_available.join(", "))?;
-                    outln!("  slots: {}", slots(cli.jobs, c))?;
-                    print_budgets(&resource_manager::budgets_view(c, slots(cli.jobs, c)))?;
-                }
-                None => outln!("configuration: {} (not loaded)", cli.config.display())?,
-            }
-            match &system {
-                serde_json::Value::Object(m) if !m.contains_key("error") => outln!(
-                    "system: {} cpus, {:.0}% busy, {} of {} MiB available",
-                    system["cpus"],
-                    system["cpu_percent"].as_f64().unwrap_or(0.0),
-                    system["memory_available_mb"],
-                    system["memory_total_mb"]
-                )?,
-                _ => outln!("system: unavailable ({})", system["error"])?,
-            }
-            if in_progress.is_empty() {
-                outln!("runs in progress: none")?;
-            } else {
-                outln!("runs in progress:")?;
-                for r in &in_progress {
-                    outln!(
-                        "  {} (pid {}, {})",
-                        r["run_id"].as_str().unwrap_or(""),
-                        r["pid"],
-                        r["mode"].as_str().unwrap_or("")
-                    )?;
-                    if let Some(s) = r["resources"].as_object() {
-                        outln!(
-                            "    use: {} running, {} MiB admitted, {} MiB used, {} MiB available, cpu {:.0}%",
-                            s["running"],
-                            s["admitted_memory_mb"],
-                            s["used_memory_mb"],
-                            s["available_memory_mb"],
-                            s["cpu_percent"].as_f64().unwrap_or(0.0)
-                        )?;
-                    }
                 }
             }
-            match &last {
-                Some(l) => outln!(
+        }
+        match &last {
+            Some(l) => {
+                outln!(
                     "last run: {} {} ({})",
                     l["run_id"].as_str().unwrap_or(""),
                     l["outcome"].as_str().unwrap_or(""),
                     l["summary"].as_str().unwrap_or("")
-                )?,
-                None => outln!("last run: none")?,
+                )?;
+                print_recorded_agents(&l["agents"])?;
             }
-            crate::background::commands::print_overview(&background)?;
+            None => outln!("last run: none")?,
         }
+        crate::background::commands::print_overview(&background)?;
         Ok(code)
     })
+}
+
+/// The agents of a run in progress, as `--orchestration-status` shows them: the
+/// heartbeat's age is computed now from its recorded wall-clock time.
+fn live_agents(file: &AgentHealthFile, now_ms: u64) -> Vec<serde_json::Value> {
+    file.agents
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "status": a.status,
+                "last_heartbeat_secs": secs_between(a.last_heartbeat_unix_ms, now_ms),
+                "last_heartbeat_at": rfc3339(a.last_heartbeat_unix_ms),
+                "error_count": a.error_count,
+                "last_error": a.last_error,
+            })
+        })
+        .collect()
+}
+
+fn secs_between(then_ms: u64, now_ms: u64) -> f64 {
+    now_ms.saturating_sub(then_ms) as f64 / 1000.0
+}
+
+fn rfc3339(unix_ms: u64) -> Option<String> {
+    jiff::Timestamp::from_millisecond(i64::try_from(unix_ms).ok()?)
+        .ok()
+        .map(|t| t.to_string())
+}
+
+/// The agent lines of a run in progress (from [`live_agents`]).
+fn print_live_agents(run: &serde_json::Value) -> Result<(), OutError> {
+    let agents = run["agents"].as_array().cloned().unwrap_or_default();
+    if agents.is_empty() {
+        return outln!("    agents: not reported yet");
+    }
+    outln!(
+        "    agents (as of {:.1}s ago):",
+        run["agents_updated_secs"].as_f64().unwrap_or(0.0)
+    )?;
+    for a in &agents {
+        outln!(
+            "      {:<18} {:<11} heartbeat {:.1}s ago, errors {}{}",
+            a["name"].as_str().unwrap_or(""),
+            a["status"].as_str().unwrap_or(""),
+            a["last_heartbeat_secs"].as_f64().unwrap_or(0.0),
+            a["error_count"],
+            a["last_error"]
+                .as_str()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+/// The agents line of the last finished run: what its fold recorded.
+fn print_recorded_agents(agents: &serde_json::Value) -> Result<(), OutError> {
+    let Some(agents) = agents.as_object().filter(|a| !a.is_empty()) else {
+        return Ok(());
+    };
+    let list: Vec<String> = agents
+        .iter()
+        .map(|(name, a)| {
+            let errors = a["error_count"].as_u64().unwrap_or(0);
+            format!(
+                "{name} {}{}",
+                a["status"].as_str().unwrap_or(""),
+                if errors > 0 {
+                    format!(
+                        " ({errors} errors{})",
+                        a["last_error"]
+                            .as_str()
+                            .map(|e| format!(", last: {e}"))
+                            .unwrap_or_default()
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect();
+    outln!("  agents: {}", list.join(", "))
 }
 
 /// The budgets lines of `--orchestration-status` (from [`resource_manager::budgets_view`]).
@@ -383,51 +473,36 @@ fn print_budgets(b: &serde_json::Value) -> Result<(), OutError> {
     Ok(())
 }
 
-/// Start every agent in-process, give them a heartbeat's time, report, stop them.
-async fn check_agents(config: Option<&Config>) -> Vec<HealthReport> {
-    let mut handles: Vec<AgentHandle> = Vec::new();
-    let (_rm, rm_agent) = resource_manager::start(
-        ResourceSettings::slots_only(1),
-        &crate::bus::EventBus::new("status", None),
-    );
-    handles.push(rm_agent);
-    if let Some(c) = config {
-        let (_o, agent) =
-            test_orchestrator::start(std::sync::Arc::new(c.clone()), PlanOptions::default());
-        handles.push(agent);
-    }
-    for name in [names::EXECUTOR, names::BACKGROUND, names::STREAMER] {
-        let health = Health::new(name);
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = spawn_heartbeat(
-            std::sync::Arc::clone(&health),
-            shutdown.clone(),
-            Duration::from_millis(20),
-        );
-        handles.push(AgentHandle {
-            health,
-            shutdown,
-            task,
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut reports: Vec<HealthReport> = handles
-        .iter()
-        .map(|h| h.health.check(Duration::from_secs(5)))
-        .collect();
-    if config.is_none() {
-        reports.push(HealthReport {
-            name: names::ORCHESTRATOR.into(),
-            status: crate::event::HealthStatus::Failed,
-            last_heartbeat_secs: 0.0,
-            error_count: 1,
-            last_error: Some("configuration not loaded".into()),
-        });
-    }
-    for h in handles {
-        h.stop().await;
-    }
-    reports
+/// The file beside a run's `run.json` that holds its agents' health.
+pub const AGENTS_FILE: &str = "agents.json";
+
+/// `agents.json`: a run's agents as its dispatcher last saw them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentHealthFile {
+    /// The runner's pid.
+    pub pid: u32,
+    /// When the file was written, ms since the Unix epoch.
+    pub updated_unix_ms: u64,
+    /// One report per agent, in the order the dispatcher supervises them.
+    pub agents: Vec<HealthReport>,
+}
+
+/// Writes `agents.json` in `run_dir` atomically: the run's dispatcher calls it on
+/// every supervision tick (500 ms) and once more when the run's layers are over.
+pub fn write_agent_health(run_dir: &Path, reports: &[HealthReport]) -> std::io::Result<()> {
+    let file = AgentHealthFile {
+        pid: std::process::id(),
+        updated_unix_ms: unix_ms(SystemTime::now()),
+        agents: reports.to_vec(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+    files::write_atomic(&run_dir.join(AGENTS_FILE), &bytes)
+}
+
+/// Reads `agents.json` of `run_dir`; `None` when absent (a run that has only just
+/// started) or unreadable.
+pub fn read_agent_health(run_dir: &Path) -> Option<AgentHealthFile> {
+    serde_json::from_slice(&std::fs::read(run_dir.join(AGENTS_FILE)).ok()?).ok()
 }
 
 /// CPU and memory of the machine, or `{"error": ...}` when sampling is unavailable.

@@ -351,8 +351,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
     let health_sink: HealthSink = {
         let run_dir = run_dir.clone();
         Box::new(move |reports| {
-            let json = serde_json::to_vec_pretty(reports).unwrap_or_default();
-            if let Err(e) = files::write_atomic(&run_dir.join("agents.json"), &json) {
+            if let Err(e) = crate::report::status::write_agent_health(&run_dir, reports) {
                 tracing::warn!("cannot persist agents' health: {e}");
             }
         })
