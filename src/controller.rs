@@ -6,18 +6,13 @@
 use std::sync::Arc;
 
 use crate::cli::{Cli, Mode};
-use crate::exit_code;
 use crate::runner::RunRequest;
 
 /// Run the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     let mode = cli.mode();
     match &mode {
-        Mode::Completions(shell) => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "runner", &mut std::io::stdout());
-            exit_code::PASSED
-        }
+        Mode::Completions(shell) => crate::report::out::completions(*shell),
         Mode::MergeJunit { out, inputs } => crate::report::junit::merge_command(out, inputs),
         Mode::ShowLayers => match load(&cli) {
             Ok(cfg) => crate::report::status::show_layers(&cfg, &cli),

@@ -10,3 +10,5 @@ pub const USAGE: i32 = 2;
 pub const INFRASTRUCTURE: i32 = 3;
 /// Interrupted by Ctrl-C or SIGTERM.
 pub const INTERRUPTED: i32 = 130;
+/// A listing's reader went away (`runner history | head`): 128 + SIGPIPE, as for `git log | head`.
+pub const CLOSED_STDOUT: i32 = 141;

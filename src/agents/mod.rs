@@ -23,7 +23,7 @@ pub mod test_orchestrator;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -48,14 +48,18 @@ pub mod names {
 }
 
 /// A point-in-time health report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthReport {
     /// Agent name.
     pub name: String,
     /// Status.
     pub status: HealthStatus,
-    /// Seconds since the last heartbeat.
+    /// Seconds since the last heartbeat, when the report was made.
     pub last_heartbeat_secs: f64,
+    /// Wall-clock time of the last heartbeat, ms since the Unix epoch: lets a later
+    /// reader (another process) compute the heartbeat's age.
+    #[serde(default)]
+    pub last_heartbeat_unix_ms: u64,
     /// Errors so far.
     pub error_count: u64,
     /// Last error.
@@ -154,10 +158,18 @@ impl Health {
             name: self.name.to_string(),
             status: h.status,
             last_heartbeat_secs: age.as_secs_f64(),
+            last_heartbeat_unix_ms: unix_ms(std::time::SystemTime::now())
+                .saturating_sub(age.as_millis() as u64),
             error_count: h.error_count,
             last_error: h.last_error.clone(),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A running agent: its health, its stop signal and its task.
@@ -229,5 +241,20 @@ mod tests {
         h.degrade("no sampling");
         let r = h.check(Duration::ZERO);
         assert_eq!((r.status, r.error_count), (HealthStatus::Degraded, 1));
+    }
+
+    #[test]
+    fn reports_carry_the_wall_clock_time_of_the_last_heartbeat() {
+        let h = Health::new("x");
+        h.heartbeat();
+        let before = unix_ms(std::time::SystemTime::now());
+        let r = &h.check(h.stale_after());
+        let after = unix_ms(std::time::SystemTime::now());
+        assert!(
+            r.last_heartbeat_unix_ms <= after && r.last_heartbeat_unix_ms + 1000 >= before,
+            "{r:?}"
+        );
+        let back: HealthReport = serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap();
+        assert_eq!(back.last_heartbeat_unix_ms, r.last_heartbeat_unix_ms);
     }
 }

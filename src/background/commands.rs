@@ -13,6 +13,7 @@ use super::state::{BackgroundRun, Status, Store, age};
 use super::sweep;
 use crate::cli::Cli;
 use crate::exit_code;
+use crate::report::out::{self, Listed, OutError, outln};
 
 /// Finished runs shown by `--background-status`.
 const RECENT: usize = 5;
@@ -50,18 +51,18 @@ pub fn overview(store: &Store, max_concurrent: Option<usize>, recent: usize) -> 
 }
 
 /// The background lines of `--orchestration-status` (from [`overview`]).
-pub fn print_overview(view: &Value) {
+pub fn print_overview(view: &Value) -> Result<(), OutError> {
     let list = |key: &str| view[key].as_array().cloned().unwrap_or_default();
     let (running, queued, finished) = (list("running"), list("queued"), list("finished"));
     if running.is_empty() && queued.is_empty() && finished.is_empty() {
-        println!("background runs: none");
-        return;
+        outln!("background runs: none")?;
+        return Ok(());
     }
-    println!(
+    outln!(
         "background runs: {} running, {} queued",
         running.len(),
         queued.len()
-    );
+    )?;
     let what = |r: &Value| {
         let names = |k: &str| {
             r[k].as_array()
@@ -87,13 +88,14 @@ pub fn print_overview(view: &Value) {
             .filter(|c| !c.is_null())
             .map(|c| format!(" ({} passed, {} failed)", c["passed"], c["failed"]))
             .unwrap_or_default();
-        println!(
+        outln!(
             "  {} {} {}{counts}",
             r["id"].as_str().unwrap_or(""),
             r["status"].as_str().unwrap_or(""),
             what(r)
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn finish_key(r: &BackgroundRun) -> (String, String) {
@@ -119,19 +121,23 @@ fn store_for(cli: &Cli) -> (Store, Option<crate::config::Config>) {
 
 /// `--background-status`.
 pub fn status(cli: &Cli) -> i32 {
+    out::listing(|| write_status(cli))
+}
+
+fn write_status(cli: &Cli) -> Listed {
     let (store, config) = store_for(cli);
     let max = config
         .as_ref()
         .map(|c| c.agents.background_e2e.max_concurrent);
     let view = overview(&store, max, RECENT);
     if cli.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&view).unwrap_or_default()
-        );
-        return exit_code::PASSED;
+        )?;
+        return Ok(exit_code::PASSED);
     }
-    println!("background runs in {}", store.root().display());
+    outln!("background runs in {}", store.root().display())?;
     let runs = store.list();
     let running: Vec<&BackgroundRun> = runs
         .iter()
@@ -139,39 +145,43 @@ pub fn status(cli: &Cli) -> i32 {
         .collect();
     let queued: Vec<&BackgroundRun> = runs.iter().filter(|r| r.status == Status::Queued).collect();
     if running.is_empty() {
-        println!("running: none");
+        outln!("running: none")?;
     } else {
-        println!("running:");
+        outln!("running:")?;
         for r in running {
-            println!("  {}", running_line(r));
+            outln!("  {}", running_line(r))?;
         }
     }
     if !queued.is_empty() {
-        println!("queued:");
+        outln!("queued:")?;
         for r in queued {
-            println!(
+            outln!(
                 "  {}  {}  waiting for a slot{}",
                 r.id,
                 r.what(),
                 max.map(|m| format!(" ({m} at once)")).unwrap_or_default()
-            );
+            )?;
         }
     }
     let finished: Vec<Value> = view["finished"].as_array().cloned().unwrap_or_default();
     if !finished.is_empty() {
-        println!("recently finished:");
+        outln!("recently finished:")?;
         let mut done: Vec<&BackgroundRun> =
             runs.iter().filter(|r| r.status.is_finished()).collect();
         done.sort_by_key(|r| std::cmp::Reverse(finish_key(r)));
         for r in done.into_iter().take(RECENT) {
-            println!("  {}", finished_line(r));
+            outln!("  {}", finished_line(r))?;
         }
     }
-    exit_code::PASSED
+    Ok(exit_code::PASSED)
 }
 
 /// `--background-results [N]`: the last N finished runs, newest first.
 pub fn results(cli: &Cli, n: usize) -> i32 {
+    out::listing(|| write_results(cli, n))
+}
+
+fn write_results(cli: &Cli, n: usize) -> Listed {
     let (store, _) = store_for(cli);
     let mut done: Vec<BackgroundRun> = store
         .list_checked()
@@ -182,28 +192,28 @@ pub fn results(cli: &Cli, n: usize) -> i32 {
     done.truncate(n);
     if cli.json {
         let list: Vec<Value> = done.iter().map(run_json).collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
-        return exit_code::PASSED;
+        )?;
+        return Ok(exit_code::PASSED);
     }
     if done.is_empty() {
-        println!("no finished background runs in {}", store.root().display());
-        return exit_code::PASSED;
+        outln!("no finished background runs in {}", store.root().display())?;
+        return Ok(exit_code::PASSED);
     }
     for r in &done {
-        println!("{}", finished_line(r));
-        println!("  events:  {}", r.events.display());
+        outln!("{}", finished_line(r))?;
+        outln!("  events:  {}", r.events.display())?;
         if r.summary.is_file() {
-            println!("  summary: {}", r.summary.display());
+            outln!("  summary: {}", r.summary.display())?;
         }
         if let Some(junit) = r.junit.as_ref().filter(|j| j.is_file()) {
-            println!("  junit:   {}", junit.display());
+            outln!("  junit:   {}", junit.display())?;
         }
-        println!("  log:     {}", r.log.display());
+        outln!("  log:     {}", r.log.display())?;
     }
-    exit_code::PASSED
+    Ok(exit_code::PASSED)
 }
 
 fn running_line(r: &BackgroundRun) -> String {
@@ -338,19 +348,20 @@ pub async fn kill(cli: &Cli, wanted: &str) -> i32 {
     } else {
         String::new()
     };
+    // The run is stopped whether or not anyone reads this line.
     if was.is_finished() {
-        println!(
+        out::line(&format!(
             "background run {id} had already finished ({}){swept}",
             after.status.as_str()
-        );
+        ));
     } else {
-        println!(
+        out::line(&format!(
             "background run {id} {}{swept}",
             match after.status {
                 Status::Cancelled => "cancelled".to_string(),
                 s => format!("finished before it could be cancelled ({})", s.as_str()),
             }
-        );
+        ));
     }
     exit_code::PASSED
 }

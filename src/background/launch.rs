@@ -49,7 +49,7 @@ pub fn queue(cli: &Cli) -> i32 {
     match launch(cli, &config, request) {
         Ok(run) => {
             announce(&run);
-            println!("{}", run.id);
+            crate::report::out::line(&run.id);
             exit_code::PASSED
         }
         Err(e) => {
@@ -281,7 +281,7 @@ pub fn prepare_plan(cli: &Cli, config: &Config, mut plan: Plan) -> Result<Option
     plan.stages.retain(|s| !s.is_empty());
     if plan.stages.is_empty() {
         // Nothing runs here: the id is this command's whole output, as with --queue-e2e.
-        println!("{}", run.id);
+        crate::report::out::line(&run.id);
         return Ok(None);
     }
     Ok(Some(plan))

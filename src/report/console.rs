@@ -5,14 +5,16 @@
 //! per finished unit in CI or when not a TTY (`simple`), every event as a JSON
 //! line (`json`), or nothing (`silent`). Whatever the mode, the last line of the
 //! run is `N passed, N failed[, N skipped]`, alone on its line (on stderr in
-//! `json` mode so stdout stays pure JSON lines).
+//! `json` mode so stdout stays pure JSON lines). When stdout's reader goes away
+//! (`runner … | head -1`) the console stops writing and the run goes on
+//! ([`super::out::Sink`]).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::out::Sink;
 use crate::bus::Subscription;
 use crate::cli::ProgressMode;
 use crate::event::{Event, EventKind, LayerOutcome, Outcome, RunState};
@@ -333,18 +335,24 @@ pub fn final_lines(state: &RunState, p: Palette) -> Vec<String> {
 pub async fn render(mut rx: Subscription, mode: ProgressMode, colour: bool) {
     let p = Palette::new(colour);
     let mut state = RunState::default();
-    let stdout = std::io::stdout();
+    // A closed stdout (`runner … | head -1`) stops the console, never the run.
+    let mut stdout = Sink::new();
     let rich = (mode == ProgressMode::Rich).then(|| RichView::new(p));
     while let Some(event) = rx.recv().await {
         state.apply(&event);
         match mode {
             ProgressMode::Json => {
-                let mut out = stdout.lock();
-                let _ = serde_json::to_writer(&mut out, &*event);
-                let _ = out.write_all(b"\n");
+                if !stdout.is_closed() {
+                    let mut line = serde_json::to_vec(&*event).unwrap_or_default();
+                    line.push(b'\n');
+                    stdout.write(&line);
+                }
             }
             ProgressMode::Silent => {}
             ProgressMode::Simple | ProgressMode::Rich => {
+                if rich.is_none() && stdout.is_closed() {
+                    continue;
+                }
                 let mut lines = structure_lines(&state, &event, p);
                 if let Some(l) = unit_line(&state, &event, p) {
                     let verbose_pass = rich.is_none()
@@ -370,12 +378,7 @@ pub async fn render(mut rx: Subscription, mode: ProgressMode, colour: bool) {
                         }
                         view.update(&state, &event);
                     }
-                    None => {
-                        let mut out = stdout.lock();
-                        for l in lines {
-                            let _ = writeln!(out, "{l}");
-                        }
-                    }
+                    None => stdout.lines(lines),
                 }
             }
         }
@@ -383,18 +386,12 @@ pub async fn render(mut rx: Subscription, mode: ProgressMode, colour: bool) {
     if let Some(view) = rich {
         view.finish();
     }
-    let lines = final_lines(&state, p);
     match mode {
         ProgressMode::Json => eprintln!("{}", state.summary_line()),
-        ProgressMode::Silent => println!("{}", state.summary_line()),
-        _ => {
-            let mut out = stdout.lock();
-            for l in lines {
-                let _ = writeln!(out, "{l}");
-            }
-            let _ = out.flush();
-        }
+        ProgressMode::Silent => stdout.lines([state.summary_line()]),
+        _ => stdout.lines(final_lines(&state, p)),
     }
+    stdout.flush();
 }
 
 /// Live bars, one per started layer, with the running units as the message.

@@ -410,7 +410,8 @@ pub fn merge_command(out: &Path, inputs: &[PathBuf]) -> i32 {
         eprintln!("error: cannot write {}: {e}", out.display());
         return crate::exit_code::INFRASTRUCTURE;
     }
-    println!(
+    // The merged file is written whether or not anyone reads this line.
+    super::out::line(&format!(
         "merged {} report(s) into {}: {} tests, {} failures, {} errors, {} skipped",
         inputs.len(),
         out.display(),
@@ -418,7 +419,7 @@ pub fn merge_command(out: &Path, inputs: &[PathBuf]) -> i32 {
         merged.failures,
         merged.errors,
         merged.skipped
-    );
+    ));
     crate::exit_code::PASSED
 }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`console`]: the terminal view (live bars, plain lines, JSON, silent).
 //! - [`jsonl`]: events as JSON lines (`events.jsonl`, `--events PATH`).
+//! - [`out`]: stdout for listings and the console: a closed reader ends output quietly.
 //! - [`files`]: atomic file writes and the run directory (`summary.json`, `run.json`).
 //! - [`status`]: `--show-layers` and `--orchestration-status`.
 //! - [`junit`]: JUnit XML out (`--junit PATH`) and `merge-junit`.
@@ -14,4 +15,5 @@ pub mod github;
 pub mod jsonl;
 pub mod junit;
 pub mod junit_import;
+pub mod out;
 pub mod status;

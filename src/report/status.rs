@@ -2,25 +2,34 @@
 //!
 //! `--show-layers` prints what a run would do without running it: layers in run
 //! order with their categories, modes, dependencies, services and unit counts.
-//! `--orchestration-status` starts the agents in-process to check they come up,
-//! and reports them with the configuration found, the environments, the system's
-//! CPU and memory, runs in progress and the last finished run from `.runner/`.
+//! `--orchestration-status` starts nothing: it reports the configuration found, the
+//! environments, the system's CPU and memory, and from `.runner/` each run in
+//! progress with its own five agents (the `agents.json` its dispatcher rewrites on
+//! every supervision tick, see [`write_agent_health`]) and the last finished run with
+//! what its fold recorded (`summary.json`).
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::agents::resource_manager::{self, ResourceSettings};
-use crate::agents::{AgentHandle, Health, HealthReport, names, spawn_heartbeat, test_orchestrator};
+use crate::agents::resource_manager;
+use crate::agents::{HealthReport, unix_ms};
 use crate::cli::{Cli, LayerSelection};
 use crate::config::{Config, UnitKind};
 use crate::exit_code;
 use crate::plan::{self, PlanOptions};
 use crate::report::files;
+use crate::report::out::{self, Listed, OutError, outln};
 use crate::runner::slots;
 
 /// `--show-layers`.
 pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
+    out::listing(|| write_layers(config, cli))
+}
+
+fn write_layers(config: &Config, cli: &Cli) -> Listed {
     let opts = PlanOptions {
         skip_test_listing: true,
         ..PlanOptions::default()
@@ -34,7 +43,7 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {}", e.message);
-            return exit_code::USAGE;
+            return Ok(exit_code::USAGE);
         }
     };
     let slots = slots(cli.jobs, config);
@@ -78,23 +87,23 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
             "services": config.services.keys().collect::<Vec<_>>(),
             "warnings": plan.warnings,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        return exit_code::PASSED;
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())?;
+        return Ok(exit_code::PASSED);
     }
-    println!(
+    outln!(
         "{} (environment {}, {} slots)",
         config.source.display(),
         config.environment,
         slots
-    );
+    )?;
     if plan.legacy {
-        println!("no layers defined: legacy category mode");
+        outln!("no layers defined: legacy category mode")?;
     }
     for pl in plan.layers() {
         let l = &pl.layer;
         let units: usize = pl.categories.iter().map(|c| c.units.len()).sum();
-        println!();
-        println!(
+        outln!()?;
+        outln!(
             "layer {}{} (order {}, priority {}): {}",
             l.name,
             if pl.background { " [background]" } else { "" },
@@ -105,8 +114,8 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
             } else {
                 &l.description
             }
-        );
-        println!(
+        )?;
+        outln!(
             "  mode {}, fail_fast {}, {units} units{}",
             snake(&l.execution_mode),
             snake(&l.fail_fast),
@@ -114,15 +123,15 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                 Some(d) => format!(", estimated at most {}", human(d)),
                 None => String::new(),
             }
-        );
+        )?;
         if !l.depends_on.is_empty() {
-            println!("  depends on: {}", l.depends_on.join(", "));
+            outln!("  depends on: {}", l.depends_on.join(", "))?;
         }
         if !l.conflicts.is_empty() {
-            println!("  conflicts with: {}", l.conflicts.join(", "));
+            outln!("  conflicts with: {}", l.conflicts.join(", "))?;
         }
         if !l.required_services.is_empty() {
-            println!("  services: {}", l.required_services.join(", "));
+            outln!("  services: {}", l.required_services.join(", "))?;
         }
         for c in &pl.categories {
             let kind = match &c.category.kind {
@@ -133,7 +142,7 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                 UnitKind::Nextest(_) => "one unit per test, listed at run time".to_string(),
                 UnitKind::Command(_) => format!("{} units", c.units.len()),
             };
-            println!(
+            outln!(
                 "  - {} ({count}, {kind}{}){}",
                 c.category.name,
                 c.category
@@ -144,12 +153,12 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                     .as_ref()
                     .map(|r| format!(" [skipped: {r}]"))
                     .unwrap_or_default()
-            );
+            )?;
         }
     }
     if !config.services.is_empty() {
-        println!();
-        println!(
+        outln!()?;
+        outln!(
             "services: {}",
             config
                 .services
@@ -157,14 +166,14 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )?;
     }
-    println!();
-    println!("execution modes: fast_feedback (commit), nightly (weekend), background, hybrid (ci)");
+    outln!()?;
+    outln!("execution modes: fast_feedback (commit), nightly (weekend), background, hybrid (ci)")?;
     for w in &plan.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}")?;
     }
-    exit_code::PASSED
+    Ok(exit_code::PASSED)
 }
 
 /// A value's serde name (`hybrid`, `immediate`).
@@ -184,9 +193,8 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// `--orchestration-status`.
+/// `--orchestration-status`: reads what runs wrote, starts nothing.
 pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
-    let agents = check_agents(config.as_ref()).await;
     let system = system_figures().await;
     let root = config
         .as_ref()
@@ -194,10 +202,23 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
         .or_else(|| cli.config.parent().map(|p| p.to_path_buf()))
         .unwrap_or_else(|| ".".into());
     let runs = files::list_runs(&root);
+    let now_ms = unix_ms(SystemTime::now());
     let in_progress: Vec<_> = runs
         .iter()
         .filter(|(_, info, summary)| summary.is_none() && files::pid_alive(info.pid))
-        .map(|(dir, info, _)| json!({"run_id": info.run_id, "pid": info.pid, "mode": info.mode, "started_at": info.started_at, "dir": dir, "resources": resource_manager::last_sample(&dir.join("events.jsonl"))}))
+        .map(|(dir, info, _)| {
+            let health = read_agent_health(dir);
+            json!({
+                "run_id": info.run_id,
+                "pid": info.pid,
+                "mode": info.mode,
+                "started_at": info.started_at,
+                "dir": dir,
+                "agents": health.as_ref().map(|h| live_agents(h, now_ms)).unwrap_or_default(),
+                "agents_updated_secs": health.as_ref().map(|h| secs_between(h.updated_unix_ms, now_ms)),
+                "resources": resource_manager::last_sample(&dir.join("events.jsonl")),
+            })
+        })
         .collect();
     let last = runs.iter().find_map(|(dir, _, summary)| {
         summary.as_ref().map(|s| {
@@ -209,6 +230,7 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
                 "duration_ms": s.duration_ms,
                 "counts": s.counts,
                 "summary": s.summary_line(),
+                "agents": s.agents,
                 "dir": dir,
             })
         })
@@ -235,107 +257,183 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
             .map(|c| c.agents.background_e2e.max_concurrent),
         3,
     );
-    if cli.json {
-        let out = json!({
-            "agents": agents,
-            "configuration": configuration,
-            "system": system,
-            "runs_in_progress": in_progress,
-            "last_run": last,
-            "background": background,
-        });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    let code = if config.is_some() {
+        exit_code::PASSED
     } else {
-        println!("agents:");
-        for a in &agents {
-            println!(
-                "  {:<18} {:<9} errors {}{}",
-                a.name,
-                snake(&a.status),
-                a.error_count,
-                a.last_error
-                    .as_ref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            );
+        exit_code::USAGE
+    };
+    out::listing(|| {
+        if cli.json {
+            let out = json!({
+                "configuration": configuration,
+                "system": system,
+                "runs_in_progress": in_progress,
+                "last_run": last,
+                "background": background,
+            });
+            outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())?;
+            return Ok(code);
         }
         match &config {
             Some(c) => {
-                println!(
+                outln!(
                     "configuration: {} (environment {})",
                     c.source.display(),
                     c.environment
-                );
-                println!(
+                )?;
+                outln!(
                     "  layers: {}",
                     c.layers
                         .iter()
                         .map(|l| l.name.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
-                );
-                println!("  environments: {}", c.environments_available.join(", "));
-                println!("  slots: {}", slots(cli.jobs, c));
-                print_budgets(&resource_manager::budgets_view(c, slots(cli.jobs, c)));
+                )?;
+                outln!("  environments: {}", c.environments_available.join(", "))?;
+                outln!("  slots: {}", slots(cli.jobs, c))?;
+                print_budgets(&resource_manager::budgets_view(c, slots(cli.jobs, c)))?;
             }
-            None => println!("configuration: {} (not loaded)", cli.config.display()),
+            None => outln!("configuration: {} (not loaded)", cli.config.display())?,
         }
         match &system {
-            serde_json::Value::Object(m) if !m.contains_key("error") => println!(
+            serde_json::Value::Object(m) if !m.contains_key("error") => outln!(
                 "system: {} cpus, {:.0}% busy, {} of {} MiB available",
                 system["cpus"],
                 system["cpu_percent"].as_f64().unwrap_or(0.0),
                 system["memory_available_mb"],
                 system["memory_total_mb"]
-            ),
-            _ => println!("system: unavailable ({})", system["error"]),
+            )?,
+            _ => outln!("system: unavailable ({})", system["error"])?,
         }
         if in_progress.is_empty() {
-            println!("runs in progress: none");
+            outln!("runs in progress: none")?;
         } else {
-            println!("runs in progress:");
+            outln!("runs in progress:")?;
             for r in &in_progress {
-                println!(
+                outln!(
                     "  {} (pid {}, {})",
                     r["run_id"].as_str().unwrap_or(""),
                     r["pid"],
                     r["mode"].as_str().unwrap_or("")
-                );
+                )?;
+                print_live_agents(r)?;
                 if let Some(s) = r["resources"].as_object() {
-                    println!(
+                    outln!(
                         "    use: {} running, {} MiB admitted, {} MiB used, {} MiB available, cpu {:.0}%",
                         s["running"],
                         s["admitted_memory_mb"],
                         s["used_memory_mb"],
                         s["available_memory_mb"],
                         s["cpu_percent"].as_f64().unwrap_or(0.0)
-                    );
+                    )?;
                 }
             }
         }
         match &last {
-            Some(l) => println!(
-                "last run: {} {} ({})",
-                l["run_id"].as_str().unwrap_or(""),
-                l["outcome"].as_str().unwrap_or(""),
-                l["summary"].as_str().unwrap_or("")
-            ),
-            None => println!("last run: none"),
+            Some(l) => {
+                outln!(
+                    "last run: {} {} ({})",
+                    l["run_id"].as_str().unwrap_or(""),
+                    l["outcome"].as_str().unwrap_or(""),
+                    l["summary"].as_str().unwrap_or("")
+                )?;
+                print_recorded_agents(&l["agents"])?;
+            }
+            None => outln!("last run: none")?,
         }
-        crate::background::commands::print_overview(&background);
+        crate::background::commands::print_overview(&background)?;
+        Ok(code)
+    })
+}
+
+/// The agents of a run in progress, as `--orchestration-status` shows them: the
+/// heartbeat's age is computed now from its recorded wall-clock time.
+fn live_agents(file: &AgentHealthFile, now_ms: u64) -> Vec<serde_json::Value> {
+    file.agents
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "status": a.status,
+                "last_heartbeat_secs": secs_between(a.last_heartbeat_unix_ms, now_ms),
+                "last_heartbeat_at": rfc3339(a.last_heartbeat_unix_ms),
+                "error_count": a.error_count,
+                "last_error": a.last_error,
+            })
+        })
+        .collect()
+}
+
+fn secs_between(then_ms: u64, now_ms: u64) -> f64 {
+    now_ms.saturating_sub(then_ms) as f64 / 1000.0
+}
+
+fn rfc3339(unix_ms: u64) -> Option<String> {
+    jiff::Timestamp::from_millisecond(i64::try_from(unix_ms).ok()?)
+        .ok()
+        .map(|t| t.to_string())
+}
+
+/// The agent lines of a run in progress (from [`live_agents`]).
+fn print_live_agents(run: &serde_json::Value) -> Result<(), OutError> {
+    let agents = run["agents"].as_array().cloned().unwrap_or_default();
+    if agents.is_empty() {
+        return outln!("    agents: not reported yet");
     }
-    if config.is_some() {
-        exit_code::PASSED
-    } else {
-        exit_code::USAGE
+    outln!(
+        "    agents (as of {:.1}s ago):",
+        run["agents_updated_secs"].as_f64().unwrap_or(0.0)
+    )?;
+    for a in &agents {
+        outln!(
+            "      {:<18} {:<11} heartbeat {:.1}s ago, errors {}{}",
+            a["name"].as_str().unwrap_or(""),
+            a["status"].as_str().unwrap_or(""),
+            a["last_heartbeat_secs"].as_f64().unwrap_or(0.0),
+            a["error_count"],
+            a["last_error"]
+                .as_str()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )?;
     }
+    Ok(())
+}
+
+/// The agents line of the last finished run: what its fold recorded.
+fn print_recorded_agents(agents: &serde_json::Value) -> Result<(), OutError> {
+    let Some(agents) = agents.as_object().filter(|a| !a.is_empty()) else {
+        return Ok(());
+    };
+    let list: Vec<String> = agents
+        .iter()
+        .map(|(name, a)| {
+            let errors = a["error_count"].as_u64().unwrap_or(0);
+            format!(
+                "{name} {}{}",
+                a["status"].as_str().unwrap_or(""),
+                if errors > 0 {
+                    format!(
+                        " ({errors} errors{})",
+                        a["last_error"]
+                            .as_str()
+                            .map(|e| format!(", last: {e}"))
+                            .unwrap_or_default()
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect();
+    outln!("  agents: {}", list.join(", "))
 }
 
 /// The budgets lines of `--orchestration-status` (from [`resource_manager::budgets_view`]).
-fn print_budgets(b: &serde_json::Value) {
+fn print_budgets(b: &serde_json::Value) -> Result<(), OutError> {
     let mb = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |n| format!("{n} MiB"));
     let pct = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |n| format!("{n}%"));
-    println!(
+    outln!(
         "  budgets: {} slots on {} cores, memory {}, cpu {}; sampling every {} ms, pause under {}% available",
         b["slots"],
         b["cores"],
@@ -343,19 +441,19 @@ fn print_budgets(b: &serde_json::Value) {
         pct(&b["max_cpu_percent"]),
         b["sample_interval_ms"],
         b["memory_pressure_percent"]
-    );
+    )?;
     for l in b["layers"].as_array().into_iter().flatten() {
         if l["slots"].is_null() && l["max_memory_mb"].is_null() {
             continue;
         }
-        println!(
+        outln!(
             "    layer {}: {} slots, memory {}",
             l["name"].as_str().unwrap_or(""),
             l["slots"]
                 .as_u64()
                 .map_or("-".to_string(), |n| n.to_string()),
             mb(&l["max_memory_mb"])
-        );
+        )?;
     }
     for c in b["categories"].as_array().into_iter().flatten() {
         if c["min_memory_mb"].is_null()
@@ -364,61 +462,47 @@ fn print_budgets(b: &serde_json::Value) {
         {
             continue;
         }
-        println!(
+        outln!(
             "    category {}: estimate {}, limit {}, rlimit_as {}",
             c["name"].as_str().unwrap_or(""),
             mb(&c["min_memory_mb"]),
             mb(&c["max_memory_mb"]),
             mb(&c["rlimit_as_mb"])
-        );
+        )?;
     }
+    Ok(())
 }
 
-/// Start every agent in-process, give them a heartbeat's time, report, stop them.
-async fn check_agents(config: Option<&Config>) -> Vec<HealthReport> {
-    let mut handles: Vec<AgentHandle> = Vec::new();
-    let (_rm, rm_agent) = resource_manager::start(
-        ResourceSettings::slots_only(1),
-        &crate::bus::EventBus::new("status", None),
-    );
-    handles.push(rm_agent);
-    if let Some(c) = config {
-        let (_o, agent) =
-            test_orchestrator::start(std::sync::Arc::new(c.clone()), PlanOptions::default());
-        handles.push(agent);
-    }
-    for name in [names::EXECUTOR, names::BACKGROUND, names::STREAMER] {
-        let health = Health::new(name);
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = spawn_heartbeat(
-            std::sync::Arc::clone(&health),
-            shutdown.clone(),
-            Duration::from_millis(20),
-        );
-        handles.push(AgentHandle {
-            health,
-            shutdown,
-            task,
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut reports: Vec<HealthReport> = handles
-        .iter()
-        .map(|h| h.health.check(Duration::from_secs(5)))
-        .collect();
-    if config.is_none() {
-        reports.push(HealthReport {
-            name: names::ORCHESTRATOR.into(),
-            status: crate::event::HealthStatus::Failed,
-            last_heartbeat_secs: 0.0,
-            error_count: 1,
-            last_error: Some("configuration not loaded".into()),
-        });
-    }
-    for h in handles {
-        h.stop().await;
-    }
-    reports
+/// The file beside a run's `run.json` that holds its agents' health.
+pub const AGENTS_FILE: &str = "agents.json";
+
+/// `agents.json`: a run's agents as its dispatcher last saw them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentHealthFile {
+    /// The runner's pid.
+    pub pid: u32,
+    /// When the file was written, ms since the Unix epoch.
+    pub updated_unix_ms: u64,
+    /// One report per agent, in the order the dispatcher supervises them.
+    pub agents: Vec<HealthReport>,
+}
+
+/// Writes `agents.json` in `run_dir` atomically: the run's dispatcher calls it on
+/// every supervision tick (500 ms) and once more when the run's layers are over.
+pub fn write_agent_health(run_dir: &Path, reports: &[HealthReport]) -> std::io::Result<()> {
+    let file = AgentHealthFile {
+        pid: std::process::id(),
+        updated_unix_ms: unix_ms(SystemTime::now()),
+        agents: reports.to_vec(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+    files::write_atomic(&run_dir.join(AGENTS_FILE), &bytes)
+}
+
+/// Reads `agents.json` of `run_dir`; `None` when absent (a run that has only just
+/// started) or unreadable.
+pub fn read_agent_health(run_dir: &Path) -> Option<AgentHealthFile> {
+    serde_json::from_slice(&std::fs::read(run_dir.join(AGENTS_FILE)).ok()?).ok()
 }
 
 /// CPU and memory of the machine, or `{"error": ...}` when sampling is unavailable.

@@ -203,7 +203,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
                 eprintln!(
                     "runner: --rerun-failed: none of the {of} selected units failed or was left unfinished last time; nothing to run"
                 );
-                println!("0 passed, 0 failed");
+                crate::report::out::line("0 passed, 0 failed");
                 orchestrator_agent.stop().await;
                 return exit_code::PASSED;
             }
@@ -366,8 +366,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
     let health_sink: HealthSink = {
         let run_dir = run_dir.clone();
         Box::new(move |reports| {
-            let json = serde_json::to_vec_pretty(reports).unwrap_or_default();
-            if let Err(e) = files::write_atomic(&run_dir.join("agents.json"), &json) {
+            if let Err(e) = crate::report::status::write_agent_health(&run_dir, reports) {
                 tracing::warn!("cannot persist agents' health: {e}");
             }
         })

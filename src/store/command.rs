@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{History, UnitStats};
 use crate::exit_code;
+use crate::report::out::{self, Listed, outln};
 
 /// Default length of each list.
 pub const DEFAULT_TOP: usize = 10;
@@ -84,26 +85,30 @@ fn table(rows: &[&UnitStats]) -> Vec<String> {
 
 /// Runs the subcommand for the project at `root`; returns the exit code.
 pub fn run(root: &Path, req: Request) -> i32 {
+    out::listing(|| write(root, req))
+}
+
+fn write(root: &Path, req: Request) -> Listed {
     let path = super::path(root);
     let history = match History::open_existing(&path) {
         Ok(Some(h)) => h,
         Ok(None) => {
             if req.json {
-                println!(
+                outln!(
                     "{}",
                     json!({ "path": path, "runs": 0, "slowest": [], "flaky": [] })
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "no history yet: {} does not exist (it is written at the end of every run)",
                     path.display()
-                );
+                )?;
             }
-            return exit_code::PASSED;
+            return Ok(exit_code::PASSED);
         }
         Err(e) => {
             eprintln!("error: history: {e}");
-            return exit_code::INFRASTRUCTURE;
+            return Ok(exit_code::INFRASTRUCTURE);
         }
     };
     let read = || -> Result<_, super::StoreError> {
@@ -114,7 +119,7 @@ pub fn run(root: &Path, req: Request) -> i32 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: history: {e}");
-            return exit_code::INFRASTRUCTURE;
+            return Ok(exit_code::INFRASTRUCTURE);
         }
     };
     let mut stats: Vec<UnitStats> = units.iter().map(|(id, h)| UnitStats::of(id, h)).collect();
@@ -132,8 +137,8 @@ pub fn run(root: &Path, req: Request) -> i32 {
             "slowest": slow,
             "flaky": flaky,
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return exit_code::PASSED;
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())?;
+        return Ok(exit_code::PASSED);
     }
     let mut out = vec![format!(
         "history: {} · {runs} run(s) · {} unit(s) · last {} results per unit",
@@ -178,9 +183,9 @@ pub fn run(root: &Path, req: Request) -> i32 {
         }
     }
     for l in out {
-        println!("{l}");
+        outln!("{l}")?;
     }
-    exit_code::PASSED
+    Ok(exit_code::PASSED)
 }
 
 #[cfg(test)]

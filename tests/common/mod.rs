@@ -277,6 +277,11 @@ impl Runner {
     pub fn run(self) -> Output {
         self.spawn().wait()
     }
+
+    /// The command itself, for a test that wires its stdio differently.
+    pub fn into_command(self) -> Command {
+        self.cmd
+    }
 }
 
 fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
