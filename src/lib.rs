@@ -7,7 +7,7 @@
 //! - [`plan`]: requested layers -> ordered stages -> units.
 //! - [`event`]: the event envelope (wire protocol) and `RunState`, the fold of events.
 //! - [`bus`]: the one event bus: sequencing, folding, fan-out.
-//! - [`controller`]: command dispatch: each mode to the code that serves it.
+//! - [`app`]: the commands, one module each; the only layer that depends on everything.
 //! - [`runner`]: a run from request to exit code; its dispatcher (the master controller) owns it.
 //! - [`agents`]: the five agents.
 //! - [`background`]: detached background runs: store, worker, status, kill.
@@ -22,11 +22,11 @@
 #![warn(missing_docs)]
 
 pub mod agents;
+pub mod app;
 pub mod background;
 pub mod bus;
 pub mod cli;
 pub mod config;
-pub mod controller;
 pub mod discover;
 pub mod event;
 pub mod exec;

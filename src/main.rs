@@ -1,7 +1,7 @@
 //! `runner`: parse the command line, run, exit with the outcome's code.
 
 use clap::Parser;
-use layered_runner::{cli::Cli, controller, exit_code};
+use layered_runner::{app, cli::Cli, exit_code};
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -26,7 +26,7 @@ fn main() {
             std::process::exit(exit_code::INFRASTRUCTURE);
         }
     };
-    let code = runtime.block_on(controller::run(cli));
+    let code = runtime.block_on(app::run(cli));
     // Every report is written by now: blocking tasks still running (a sampler between
     // two reads) are not waited for.
     runtime.shutdown_background();

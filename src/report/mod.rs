@@ -4,11 +4,12 @@
 //! - [`jsonl`]: events as JSON lines (`events.jsonl`, `--events PATH`).
 //! - [`out`]: stdout for listings and the console: a closed reader ends output quietly.
 //! - [`files`]: atomic file writes and the run directory (`summary.json`, `run.json`).
-//! - [`status`]: `--show-layers` and `--orchestration-status`.
+//! - [`agents_file`]: a run's agents' health beside its `run.json` (`agents.json`).
 //! - [`junit`]: JUnit XML out (`--junit PATH`) and `merge-junit`.
 //! - [`junit_import`]: JUnit XML in (`{junit}` in a command), and durations for `--partition`.
 //! - [`github`]: GitHub Actions annotations and job summary.
 
+pub mod agents_file;
 pub mod console;
 pub mod files;
 pub mod github;
@@ -16,4 +17,3 @@ pub mod jsonl;
 pub mod junit;
 pub mod junit_import;
 pub mod out;
-pub mod status;

@@ -102,14 +102,6 @@ pub fn line(text: &str) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-/// `runner completions SHELL`: the completion script on stdout.
-pub fn completions(shell: clap_complete::Shell) -> i32 {
-    let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
-    let mut script = Vec::new();
-    clap_complete::generate(shell, &mut cmd, "runner", &mut script);
-    listing(|| write_bytes(&script).map(|()| exit_code::PASSED))
-}
-
 /// Stdout of a run's console: after the reader has gone (or any write error) it
 /// writes nothing more and never fails; the run is not affected.
 #[derive(Debug, Default)]

@@ -366,7 +366,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
     let health_sink: HealthSink = {
         let run_dir = run_dir.clone();
         Box::new(move |reports| {
-            if let Err(e) = crate::report::status::write_agent_health(&run_dir, reports) {
+            if let Err(e) = crate::report::agents_file::write_agent_health(&run_dir, reports) {
                 tracing::warn!("cannot persist agents' health: {e}");
             }
         })

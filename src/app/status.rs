@@ -1,25 +1,24 @@
-//! Informational views: `--show-layers` and `--orchestration-status`.
+//! The informational commands: `--show-layers` and `--orchestration-status`.
 //!
 //! `--show-layers` prints what a run would do without running it: layers in run
 //! order with their categories, modes, dependencies, services and unit counts.
 //! `--orchestration-status` starts nothing: it reports the configuration found, the
 //! environments, the system's CPU and memory, and from `.runner/` each run in
 //! progress with its own five agents (the `agents.json` its dispatcher rewrites on
-//! every supervision tick, see [`write_agent_health`]) and the last finished run with
+//! every supervision tick, see [`crate::report::agents_file`]) and the last finished run with
 //! what its fold recorded (`summary.json`).
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::agents::resource_manager;
-use crate::agents::{HealthReport, unix_ms};
+use crate::agents::unix_ms;
 use crate::cli::{Cli, LayerSelection};
 use crate::config::{Config, UnitKind};
 use crate::exit_code;
 use crate::plan::{self, PlanOptions};
+use crate::report::agents_file::{AgentHealthFile, read_agent_health};
 use crate::report::files;
 use crate::report::out::{self, Listed, OutError, outln};
 use crate::runner::slots;
@@ -471,38 +470,6 @@ fn print_budgets(b: &serde_json::Value) -> Result<(), OutError> {
         )?;
     }
     Ok(())
-}
-
-/// The file beside a run's `run.json` that holds its agents' health.
-pub const AGENTS_FILE: &str = "agents.json";
-
-/// `agents.json`: a run's agents as its dispatcher last saw them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentHealthFile {
-    /// The runner's pid.
-    pub pid: u32,
-    /// When the file was written, ms since the Unix epoch.
-    pub updated_unix_ms: u64,
-    /// One report per agent, in the order the dispatcher supervises them.
-    pub agents: Vec<HealthReport>,
-}
-
-/// Writes `agents.json` in `run_dir` atomically: the run's dispatcher calls it on
-/// every supervision tick (500 ms) and once more when the run's layers are over.
-pub fn write_agent_health(run_dir: &Path, reports: &[HealthReport]) -> std::io::Result<()> {
-    let file = AgentHealthFile {
-        pid: std::process::id(),
-        updated_unix_ms: unix_ms(SystemTime::now()),
-        agents: reports.to_vec(),
-    };
-    let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-    files::write_atomic(&run_dir.join(AGENTS_FILE), &bytes)
-}
-
-/// Reads `agents.json` of `run_dir`; `None` when absent (a run that has only just
-/// started) or unreadable.
-pub fn read_agent_health(run_dir: &Path) -> Option<AgentHealthFile> {
-    serde_json::from_slice(&std::fs::read(run_dir.join(AGENTS_FILE)).ok()?).ok()
 }
 
 /// CPU and memory of the machine, or `{"error": ...}` when sampling is unavailable.

@@ -1,7 +1,13 @@
-//! Command dispatch: each mode of the command line to the code that serves it.
+//! The commands: each mode of the command line to the code that serves it. The only
+//! layer that depends on everything.
 //!
-//! Runs (layers, legacy categories) go to [`crate::runner::run`], whose dispatcher
-//! owns them; every other command is served here or by its module.
+//! - runs (layers, legacy categories): [`crate::runner::run`], whose dispatcher owns them,
+//!   with background layers handed to a detached worker ([`crate::background`]);
+//! - [`status`]: `--show-layers`, `--orchestration-status`;
+//! - background runs, `runner history`, `merge-junit`, `runner watch`, completions:
+//!   their own modules.
+
+pub mod status;
 
 use std::sync::Arc;
 
@@ -12,15 +18,13 @@ use crate::runner::RunRequest;
 pub async fn run(cli: Cli) -> i32 {
     let mode = cli.mode();
     match &mode {
-        Mode::Completions(shell) => crate::report::out::completions(*shell),
+        Mode::Completions(shell) => completions(*shell),
         Mode::MergeJunit { out, inputs } => crate::report::junit::merge_command(out, inputs),
         Mode::ShowLayers => match load(&cli) {
-            Ok(cfg) => crate::report::status::show_layers(&cfg, &cli),
+            Ok(cfg) => status::show_layers(&cfg, &cli),
             Err(code) => code,
         },
-        Mode::OrchestrationStatus => {
-            crate::report::status::orchestration_status(&cli, load(&cli).ok()).await
-        }
+        Mode::OrchestrationStatus => status::orchestration_status(&cli, load(&cli).ok()).await,
         Mode::Layers { .. } | Mode::Legacy { .. } => match load(&cli) {
             Ok(cfg) => {
                 let (run_id, run_dir) = crate::background::run_location(&cli, &cfg.root);
@@ -47,3 +51,13 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 pub use crate::runner::{load_config as load, slots};
+
+/// `runner completions SHELL`: the completion script on stdout.
+fn completions(shell: clap_complete::Shell) -> i32 {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "runner", &mut script);
+    crate::report::out::listing(|| {
+        crate::report::out::write_bytes(&script).map(|()| crate::exit_code::PASSED)
+    })
+}
