@@ -17,6 +17,7 @@
 //! - [`report`]: console, JSON lines, run directory, status views.
 //! - [`server`]: the progress server (WebSocket, viewer page, metrics) and `runner watch`.
 //! - [`store`]: history (`.runner/history.sqlite`): past durations, outcomes and memory per unit.
+//! - [`error`]: a command's error: kinds mapped to exit codes, printed once by `main`.
 //! - [`exit_code`]: the exit codes.
 //! - [`logging`]: the runner's own rolling logs.
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod discover;
+pub mod error;
 pub mod event;
 pub mod exec;
 pub mod exit_code;

@@ -1,4 +1,5 @@
-//! `runner`: parse the command line, run, exit with the outcome's code.
+//! `runner`: parse the command line, run the command, print its error if it has one,
+//! exit with the outcome's code.
 
 use clap::Parser;
 use layered_runner::{app, cli::Cli, exit_code};
@@ -26,7 +27,14 @@ fn main() {
             std::process::exit(exit_code::INFRASTRUCTURE);
         }
     };
-    let code = runtime.block_on(app::run(cli));
+    // The one place a command's error is printed.
+    let code = match runtime.block_on(app::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit_code()
+        }
+    };
     // Every report is written by now: blocking tasks still running (a sampler between
     // two reads) are not waited for.
     runtime.shutdown_background();

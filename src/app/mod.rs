@@ -12,21 +12,20 @@ pub mod status;
 use std::sync::Arc;
 
 use crate::cli::{Cli, Mode};
+use crate::error::Error;
 use crate::runner::RunRequest;
 
-/// Run the command line; returns the process exit code.
-pub async fn run(cli: Cli) -> i32 {
+/// Run the command line; returns the process exit code, or the error `main` prints.
+pub async fn run(cli: Cli) -> Result<i32, Error> {
     let mode = cli.mode();
-    match &mode {
+    Ok(match &mode {
         Mode::Completions(shell) => completions(*shell),
         Mode::MergeJunit { out, inputs } => crate::report::junit::merge_command(out, inputs),
-        Mode::ShowLayers => match load(&cli) {
-            Ok(cfg) => status::show_layers(&cfg, &cli),
-            Err(code) => code,
-        },
+        Mode::ShowLayers => status::show_layers(&load(&cli)?, &cli),
         Mode::OrchestrationStatus => status::orchestration_status(&cli, load(&cli).ok()).await,
-        Mode::Layers { .. } | Mode::Legacy { .. } => match load(&cli) {
-            Ok(cfg) => {
+        Mode::Layers { .. } | Mode::Legacy { .. } => {
+            let cfg = load(&cli)?;
+            {
                 let (run_id, run_dir) = crate::background::run_location(&cli, &cfg.root);
                 let request = RunRequest {
                     mode,
@@ -37,17 +36,16 @@ pub async fn run(cli: Cli) -> i32 {
                     // Background layers may go to a detached worker (--background-e2e).
                     plan_hook: Some(crate::background::launch::prepare_plan),
                 };
-                crate::runner::run(&cli, request, Arc::new(cfg)).await
+                crate::runner::run(&cli, request, Arc::new(cfg)).await?
             }
-            Err(code) => code,
-        },
+        }
         Mode::Background(command) => {
             let command = command.clone();
             crate::background::run(cli, command).await
         }
         Mode::Watch { url, token } => crate::server::watch::run(url.clone(), token.clone()).await,
         Mode::History { root, request } => crate::store::command::run(root, *request),
-    }
+    })
 }
 
 pub use crate::runner::{load_config as load, slots};

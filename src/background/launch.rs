@@ -37,7 +37,7 @@ pub struct Request {
 pub fn queue(cli: &Cli) -> i32 {
     let config = match crate::runner::load_config(cli) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(e) => return e.report(),
     };
     let request = match request_for(cli, &config) {
         Ok(r) => r,

@@ -43,7 +43,8 @@ pub async fn run(cli: Cli, id: String) -> i32 {
     };
     let config = match crate::runner::load_config(&cli) {
         Ok(c) => c,
-        Err(code) => {
+        Err(e) => {
+            let code = e.report();
             finish_without_run(&store, &id, Status::Failed, code, "configuration error");
             return code;
         }
@@ -105,7 +106,9 @@ pub async fn run(cli: Cli, id: String) -> i32 {
             .background_timeout
             .and_then(|minutes| Duration::try_from_secs_f64(minutes * 60.0).ok()),
     };
-    let code = crate::runner::run(&cli, request, Arc::new(config)).await;
+    let code = crate::runner::run(&cli, request, Arc::new(config))
+        .await
+        .unwrap_or_else(|e| e.report());
     address.abort();
 
     let summary = run.final_summary();

@@ -38,6 +38,7 @@ use crate::bus::EventBus;
 use crate::cli::{Cli, Mode};
 use crate::config::agents::Manifest;
 use crate::config::{Config, FailFast};
+use crate::error::Error;
 use crate::event::{EventKind, PlannedUnit, StopCause};
 use crate::exit_code;
 use crate::plan::{Plan, PlanOptions};
@@ -65,17 +66,13 @@ pub struct RunRequest {
     pub plan_hook: Option<PlanHook>,
 }
 
-/// Load and validate the configuration the command line names, printing the error
-/// (exit code 2) on failure.
-pub fn load_config(cli: &Cli) -> Result<Config, i32> {
-    crate::config::load(&crate::config::LoadOptions {
+/// Load and validate the configuration the command line names (a usage error, exit 2,
+/// with file, line and column, when it is invalid).
+pub fn load_config(cli: &Cli) -> Result<Config, Error> {
+    Ok(crate::config::load(&crate::config::LoadOptions {
         path: cli.config.clone(),
         environment: cli.environment.clone(),
-    })
-    .map_err(|e| {
-        eprintln!("{e}");
-        exit_code::USAGE
-    })
+    })?)
 }
 
 /// Global slots: `--jobs`, else `execution.max_parallel_tests`, else the CPU count;
@@ -93,15 +90,17 @@ pub fn slots(cli_jobs: Option<usize>, config: &Config) -> usize {
     slots.max(1)
 }
 
-/// One run (layers or legacy categories) from plan to summary; returns its exit code.
-pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
+/// One run (layers or legacy categories) from plan to summary; returns its exit code,
+/// or the error that kept it from running (nothing ran, nothing is reported as run).
+pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<i32, Error> {
     let started = Instant::now();
     // First, so that no phase runs without an owner for Ctrl-C and SIGTERM.
     let mut signals = match SignalSource::os() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("runner: cannot install signal handlers: {e}");
-            return exit_code::INFRASTRUCTURE;
+            return Err(Error::infrastructure(format!(
+                "runner: cannot install signal handlers: {e}"
+            )));
         }
     };
     let mode = request.mode.clone();
@@ -114,10 +113,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
     );
     let progress_server = match crate::server::ServerSettings::resolve(cli, &config, streamed) {
         Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit_code::USAGE;
-        }
+        Err(e) => return Err(Error::usage(format!("error: {e}"))),
     };
     let _log_guard = crate::logging::init(&config.root);
     if let Err(e) = crate::exec::become_subreaper() {
@@ -166,9 +162,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
     let mut plan = match planned {
         Some(Ok(plan)) => plan,
         Some(Err(e)) => {
-            eprintln!("error: {}", e.message);
             orchestrator_agent.stop().await;
-            return e.exit_code();
+            return Err(e.into());
         }
         None => Plan {
             stages: Vec::new(),
@@ -186,11 +181,11 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
             Ok(Some(plan)) => plan,
             Ok(None) => {
                 orchestrator_agent.stop().await;
-                return exit_code::PASSED;
+                return Ok(exit_code::PASSED);
             }
             Err(code) => {
                 orchestrator_agent.stop().await;
-                return code;
+                return Ok(code);
             }
         };
     }
@@ -205,7 +200,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
                 );
                 crate::report::out::line("0 passed, 0 failed");
                 orchestrator_agent.stop().await;
-                return exit_code::PASSED;
+                return Ok(exit_code::PASSED);
             }
             crate::store::Rerun::Unknown => plan.warnings.push(
                 "--rerun-failed: history knows none of the selected units; running them all".into(),
@@ -261,8 +256,10 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
         &run_dir.join("run.json"),
         &serde_json::to_vec_pretty(&info).unwrap_or_default(),
     ) {
-        eprintln!("runner: cannot write to {}: {e}", run_dir.display());
-        return exit_code::INFRASTRUCTURE;
+        return Err(Error::infrastructure(format!(
+            "runner: cannot write to {}: {e}",
+            run_dir.display()
+        )));
     }
 
     bus.emit(
@@ -471,7 +468,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
     crate::exec::reap_adopted_orphans();
     log_own_usage();
     late.abort();
-    exit
+    Ok(exit)
 }
 
 /// A fault found after `run_finished` (the history could not be written): the summary
