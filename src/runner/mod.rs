@@ -176,6 +176,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> i32 {
             resumed_past: Vec::new(),
             legacy: matches!(mode, Mode::Legacy { .. }),
             warnings: Vec::new(),
+            partition: None,
         },
     };
     if !interrupted_while_planning {
