@@ -283,3 +283,151 @@ fn invalid_partition_is_a_usage_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("missing.xml"), "{stderr}");
 }
+
+/// 40 command units in two categories of one layer. Each sleeps for the seconds in
+/// `d/<name>` (written by [`set_durations`]) and fails when `fail_<name>` exists.
+fn timed_suite() -> Project {
+    let project = Project::new();
+    project.layers(
+        r#"
+version: 1
+categories:
+  alpha: { command: "sh t.sh {file}", files: ["alpha/*.u"] }
+  beta: { command: "sh t.sh {file}", files: ["beta/*.u"] }
+layers:
+  - name: all
+    fail_fast: disabled
+    categories: [alpha, beta]
+"#,
+    );
+    project.file(
+        "t.sh",
+        "n=$(basename \"$1\" .u)\nsleep \"$(cat \"d/$n\" 2>/dev/null || echo 0)\"\nif [ -e \"fail_$n\" ]; then echo failing; exit 1; fi\n",
+    );
+    for i in 0..TIMED_UNITS {
+        let cat = if i < 25 { "alpha" } else { "beta" };
+        project.file(&format!("{cat}/u{i:02}.u"), "");
+    }
+    project
+}
+
+const TIMED_UNITS: usize = 40;
+
+/// Every unit `i` sleeps `ms(i)` milliseconds from now on.
+fn set_durations(project: &Project, ms: impl Fn(usize) -> u64) {
+    for i in 0..TIMED_UNITS {
+        project.file(
+            &format!("d/u{i:02}"),
+            &format!("{:.3}\n", ms(i) as f64 / 1000.0),
+        );
+    }
+}
+
+/// One run of the timed suite; returns (exit code, run_started ids, settled ids,
+/// the `partition` event if any). Checks that `summary.json` agrees on the settled units.
+fn timed_run(
+    project: &Project,
+    args: &[&str],
+) -> (i32, BTreeSet<String>, BTreeSet<String>, Option<Value>) {
+    let before: BTreeSet<PathBuf> = project.run_dirs().into_iter().collect();
+    let out = project
+        .runner()
+        .args(["--use-layers", "all", "--progress-mode", "simple"])
+        .args(args)
+        .run();
+    let dir = project
+        .run_dirs()
+        .into_iter()
+        .find(|d| !before.contains(d))
+        .unwrap_or_else(|| panic!("no new run directory\n{out}"));
+    let events = read_events(&dir.join("events.jsonl"));
+    check_stream(&events, &dir);
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let ran: BTreeSet<String> = summary["units"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, u)| u["status"] == "finished")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(
+        ran,
+        settled(&events),
+        "summary.json and events agree\n{out}"
+    );
+    let partition = of_type(&events, "partition").first().map(|e| (*e).clone());
+    (out.code(), planned(&events), ran, partition)
+}
+
+/// Runs shards 1..=n of the timed suite one after the other, balanced by the project's
+/// own history, each shard first changing how long every unit takes and which fail
+/// (so each shard records new durations and outcomes before the next one plans).
+/// Asserts that together they ran every unit exactly once; returns the JUnit reports.
+fn sequential_shards(project: &Project, n: usize, all: &BTreeSet<String>) -> Vec<PathBuf> {
+    let mut union = BTreeSet::new();
+    let mut digests = BTreeSet::new();
+    let mut reports = Vec::new();
+    for k in 1..=n {
+        set_durations(project, |i| ((i * 7 + k * 13) % TIMED_UNITS) as u64 * 3);
+        for i in 0..TIMED_UNITS {
+            let flag = project.path(&format!("fail_u{i:02}"));
+            if (i + k) % 9 == 0 {
+                project.file(&format!("fail_u{i:02}"), "");
+            } else {
+                let _ = std::fs::remove_file(flag);
+            }
+        }
+        let junit = project.path(&format!("shard-{k}-of-{n}.xml"));
+        let (_, planned, ran, partition) = timed_run(
+            project,
+            &[
+                "--partition",
+                &format!("{k}/{n}"),
+                "--durations-from",
+                ".runner/history.sqlite",
+                "--junit",
+                junit.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(ran, planned, "shard {k}/{n} runs exactly its units");
+        for id in &ran {
+            assert!(union.insert(id.clone()), "{id} ran in two shards of {n}");
+        }
+        let partition = partition.expect("a partition event");
+        assert_eq!(partition["planned"], TIMED_UNITS, "{partition}");
+        assert_eq!(partition["known_durations"], TIMED_UNITS, "{partition}");
+        digests.insert(partition["digest"].as_str().unwrap().to_string());
+        reports.push(junit);
+    }
+    let missing: Vec<_> = all.difference(&union).collect();
+    assert!(missing.is_empty(), "never ran in {n} shards: {missing:?}");
+    assert_eq!(&union, all);
+    assert_eq!(digests.len(), 1, "every shard balanced from the same input");
+    reports
+}
+
+#[test]
+fn sequential_shards_balanced_by_history_run_every_unit_once() {
+    let project = timed_suite();
+    set_durations(&project, |i| 5 + (i as u64 * 37) % 120);
+    let (code, all, ran, partition) = timed_run(&project, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(all.len(), TIMED_UNITS);
+    assert_eq!(ran, all);
+    assert!(partition.is_none(), "not a shard");
+
+    let halves = sequential_shards(&project, 2, &all);
+    let thirds = sequential_shards(&project, 3, &all);
+
+    // The shards' reports merge into one report of the whole suite, without a word.
+    for (reports, name) in [(&halves, "halves.xml"), (&thirds, "thirds.xml")] {
+        let out = project.path(name);
+        let mut args: Vec<&Path> = vec![&out];
+        args.extend(reports.iter().map(PathBuf::as_path));
+        let (code, stdout, stderr) = merge_junit(&project, &args);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        assert!(stderr.trim().is_empty(), "no warning: {stderr}");
+        assert_eq!(report(&out).tests, TIMED_UNITS, "{stdout}");
+    }
+}
