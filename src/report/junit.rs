@@ -2,7 +2,9 @@
 //!
 //! [`build`] is a pure function of the run's fold ([`RunState`]): one `<testsuite>`
 //! per category of a layer, named `layer/category`, with `run_id`, `environment`,
-//! `layer` and `category` properties; one `<testcase>` per settled unit, or, for a unit
+//! `layer` and `category` properties (and, in a shard of a partitioned run, its
+//! partition, the size of the whole plan and the partition's digest, which
+//! `merge-junit` checks); one `<testcase>` per settled unit, or, for a unit
 //! that imported a JUnit file (`{junit}`), one per imported case (plus one failing
 //! testcase for the unit itself when it failed while none of its cases did). Counts
 //! therefore equal [`RunState::tests`].
@@ -32,6 +34,14 @@ use quick_junit::{
 use super::junit_import::{self, UNIT_PROPERTY, UNIT_TIME_PROPERTY};
 pub use super::junit_merge::{merge, merge_command, read_report};
 use crate::event::{CaseOutcome, CaseRerun, CaseState, Outcome, RunState, UnitState, UnitStatus};
+
+/// Suite property of a shard's report (`--partition K/N`): `K/N`.
+pub const PARTITION_PROPERTY: &str = "runner.partition";
+/// Suite property of a shard's report: the units of the whole plan (all shards').
+pub const PLANNED_PROPERTY: &str = "runner.partition_planned";
+/// Suite property of a shard's report: the digest of what the partition was computed
+/// from (the same in every shard of one partition).
+pub const DIGEST_PROPERTY: &str = "runner.partition_digest";
 
 /// At most this many bytes of text per element (message, failure text, output).
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -103,6 +113,13 @@ pub fn build(state: &RunState) -> Report {
                 Property::new("layer", &u.layer),
                 Property::new("category", &u.category),
             ]);
+            if let Some(p) = &state.partition {
+                s.add_properties([
+                    Property::new(PARTITION_PROPERTY, p.label()),
+                    Property::new(PLANNED_PROPERTY, p.planned.to_string()),
+                    Property::new(DIGEST_PROPERTY, &p.digest),
+                ]);
+            }
             s
         });
         *suite_time.entry(name.clone()).or_default() += ms(u.duration_ms.unwrap_or(0));
@@ -478,6 +495,39 @@ mod tests {
             case("pass").classname.as_ref().unwrap().as_str(),
             "fast/unit"
         );
+    }
+
+    #[test]
+    fn a_shard_report_carries_its_partition() {
+        let mut s = sample();
+        s.apply(&ev(
+            99,
+            EventKind::Partition(crate::event::Shard {
+                k: 2,
+                n: 3,
+                planned: 21,
+                known_durations: 20,
+                digest: "00ff00ff00ff00ff".into(),
+            }),
+        ));
+        let xml = render(&s);
+        let back = Report::deserialize_from_str(&xml).unwrap();
+        for suite in &back.test_suites {
+            let props: Vec<(&str, &str)> = suite
+                .properties
+                .iter()
+                .map(|p| (p.name.as_str(), p.value.as_str()))
+                .skip(4)
+                .collect();
+            assert_eq!(
+                props,
+                [
+                    (PARTITION_PROPERTY, "2/3"),
+                    (PLANNED_PROPERTY, "21"),
+                    (DIGEST_PROPERTY, "00ff00ff00ff00ff")
+                ]
+            );
+        }
     }
 
     #[test]
