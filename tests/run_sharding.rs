@@ -431,3 +431,103 @@ fn sequential_shards_balanced_by_history_run_every_unit_once() {
         assert_eq!(report(&out).tests, TIMED_UNITS, "{stdout}");
     }
 }
+
+#[test]
+fn merge_junit_refuses_overlapping_reports_and_warns_about_missing_shards() {
+    let project = suite();
+    let junit = |name: &str| project.path(name);
+    let full = junit("full.xml");
+    run(&project, &["--junit", full.to_str().unwrap()]);
+    for k in 1..=3 {
+        let path = junit(&format!("shard-{k}.xml"));
+        run(
+            &project,
+            &[
+                "--partition",
+                &format!("{k}/3"),
+                "--junit",
+                path.to_str().unwrap(),
+            ],
+        );
+    }
+    let (s1, s2, s3) = (
+        junit("shard-1.xml"),
+        junit("shard-2.xml"),
+        junit("shard-3.xml"),
+    );
+    let shard1 = testcases(&report(&s1));
+    let (suite_name, test_name) = shard1.iter().next().unwrap().clone();
+
+    // A test in two inputs: exit 2, the test and both files named, OUT not written.
+    let out = junit("merged.xml");
+    let (code, stdout, stderr) = merge_junit(&project, &[&out, &full, &s1]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("{suite_name} :: {test_name} in")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} and {}", full.display(), s1.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} test(s) in more than one report", shard1.len())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not written"), "{stderr}");
+    assert!(!out.exists(), "nothing written on overlap");
+
+    // A shard left out: a warning (planned 15, found fewer, which shard), exit 0.
+    let (code, stdout, stderr) = merge_junit(&project, &[&out, &s1, &s3]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let missing = testcases(&report(&s2)).len();
+    assert!(
+        stderr.contains(&format!(
+            "warning: merge-junit: the shards planned 15 units, the reports hold {}: {missing} unit(s) missing from all shards",
+            15 - missing
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no report from shard 2/3"), "{stderr}");
+    assert_eq!(report(&out).tests, 15 - missing);
+
+    // All three: no warning; the merged report is not a shard any more.
+    let (code, _, stderr) = merge_junit(&project, &[&out, &s1, &s2, &s3]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let merged = std::fs::read_to_string(&out).unwrap();
+    assert!(!merged.contains("runner.partition"), "{merged}");
+    assert!(
+        std::fs::read_to_string(&s1)
+            .unwrap()
+            .contains("<property name=\"runner.partition\" value=\"1/3\"/>"),
+        "a shard's report says which shard it is"
+    );
+
+    // A shard balanced from other durations than its siblings: a warning.
+    project.file(
+        "other.xml",
+        "<testsuites><testsuite name=\"fast/unit\"><testcase name=\"unit/test_0.sh\" time=\"60\"/></testsuite></testsuites>",
+    );
+    let other = junit("shard-2-other.xml");
+    run(
+        &project,
+        &[
+            "--partition",
+            "2/3",
+            "--durations-from",
+            "other.xml",
+            "--junit",
+            other.to_str().unwrap(),
+        ],
+    );
+    let (_, _, stderr) = merge_junit(&project, &[&junit("x.xml"), &s1, &other, &s3]);
+    assert!(
+        stderr.contains("not partitioned from the same plan and durations"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} (shard 2/3)", other.display())),
+        "{stderr}"
+    );
+}
