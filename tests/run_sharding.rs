@@ -531,3 +531,45 @@ fn merge_junit_refuses_overlapping_reports_and_warns_about_missing_shards() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sequential_shards_with_rerun_failed_rerun_every_failure_once() {
+    let project = timed_suite();
+    set_durations(&project, |_| 0);
+    let failing: Vec<usize> = (0..TIMED_UNITS).filter(|i| i % 5 == 1).collect();
+    for i in &failing {
+        project.file(&format!("fail_u{i:02}"), "");
+    }
+    let (code, _, _, _) = timed_run(&project, &[]);
+    assert_eq!(code, 1);
+    // Fixed: each shard's reruns now pass, and are recorded before the next shard plans.
+    for i in &failing {
+        std::fs::remove_file(project.path(&format!("fail_u{i:02}"))).unwrap();
+    }
+    let mut union = BTreeSet::new();
+    for k in 1..=2 {
+        let (code, planned, ran, _) = timed_run(
+            &project,
+            &[
+                "--rerun-failed",
+                "--partition",
+                &format!("{k}/2"),
+                "--durations-from",
+                ".runner/history.sqlite",
+            ],
+        );
+        assert_eq!(code, 0);
+        assert_eq!(ran, planned);
+        for id in ran {
+            assert!(union.insert(id.clone()), "{id} reran twice");
+        }
+    }
+    let expected: BTreeSet<String> = failing
+        .iter()
+        .map(|i| {
+            let cat = if *i < 25 { "alpha" } else { "beta" };
+            format!("all/{cat}/{cat}/u{i:02}.u")
+        })
+        .collect();
+    assert_eq!(union, expected, "every failure reran once, nothing else");
+}
