@@ -7,7 +7,8 @@
 //! depend on each other. Background layers are set apart: the BackgroundE2EAgent
 //! runs them alongside the foreground stages. Legacy mode is one synthetic layer.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::cli::{ExecutionMode, LayerSelection};
@@ -397,19 +398,16 @@ pub fn partition(
     let digest = partition_digest(&weighted);
     // Ids are unique: a total order, so ties never depend on the plan's order.
     weighted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    let mut loads = vec![(Duration::ZERO, 0usize); n];
+    // (load, units, index) of every shard; the least goes next (a heap: N may be large).
+    let mut loads: BinaryHeap<Reverse<(Duration, usize, usize)>> =
+        (0..n).map(|i| Reverse((Duration::ZERO, 0, i))).collect();
     let mut mine: HashSet<String> = HashSet::new();
     for (d, id) in weighted {
-        let (shard, _) = loads
-            .iter()
-            .enumerate()
-            .min_by_key(|(i, (load, count))| (*load, *count, *i))
-            .expect("n >= 1");
-        loads[shard].0 += d;
-        loads[shard].1 += 1;
+        let Reverse((load, count, shard)) = loads.pop().expect("n >= 1");
         if shard == k - 1 {
             mine.insert(id.to_string());
         }
+        loads.push(Reverse((load + d, count + 1, shard)));
     }
     let shard = Shard {
         k,
@@ -958,6 +956,19 @@ layers:
         assert_eq!(one.digest, two.digest, "one partition, one input");
         assert_eq!(one.digest.len(), 16);
         assert!(plan.partition.is_none());
+        // Many shards: one unit each, then empty shards.
+        assert_eq!(
+            partition(plan.clone(), 1, 100_000, &HashMap::new())
+                .units()
+                .count(),
+            1
+        );
+        assert_eq!(
+            partition(plan.clone(), 100_000, 100_000, &HashMap::new())
+                .units()
+                .count(),
+            0
+        );
         // The structure stays: every layer and category is still planned.
         let shard = partition(plan.clone(), 2, 30, &HashMap::new());
         assert_eq!(stage_names(&shard), stage_names(&plan));
