@@ -7,7 +7,8 @@
 //! depend on each other. Background layers are set apart: the BackgroundE2EAgent
 //! runs them alongside the foreground stages. Legacy mode is one synthetic layer.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::cli::{ExecutionMode, LayerSelection};
@@ -16,6 +17,7 @@ use crate::config::{
     suggest,
 };
 use crate::discover::{Unit, commands, nextest};
+use crate::event::Shard;
 
 /// The name of the synthetic layer of legacy category mode.
 pub const LEGACY_LAYER: &str = "legacy";
@@ -80,6 +82,8 @@ pub struct Plan {
     pub legacy: bool,
     /// Things the user should know (empty globs...).
     pub warnings: Vec<String>,
+    /// Set by [`partition`]: the shard this plan is (announced as the `partition` event).
+    pub partition: Option<Shard>,
 }
 
 impl Plan {
@@ -252,6 +256,7 @@ pub fn plan_layers(
         resumed_past,
         legacy: false,
         warnings,
+        partition: None,
     })
 }
 
@@ -347,6 +352,7 @@ pub fn plan_legacy(
         resumed_past,
         legacy: true,
         warnings,
+        partition: None,
     })
 }
 
@@ -359,8 +365,12 @@ pub fn plan_legacy(
 /// counts as the median of the known ones, or, when nothing is known, as 1 s, which
 /// balances by count. Units of other shards are simply left out of the plan (they are
 /// not skipped); layers and categories stay, possibly empty, so dependencies and
-/// success criteria behave the same in every shard. Every shard must be given the same
-/// plan and durations.
+/// success criteria behave the same in every shard.
+///
+/// The assignment is a function of the plan's unit ids and of `durations` only (not of
+/// the plan's order, nor of anything else): every shard must be given the same plan and
+/// durations. [`Plan::partition`] records the shard, the size of the whole plan and a
+/// digest of that input, so shards that disagree can be told apart afterwards.
 pub fn partition(
     mut plan: Plan,
     k: usize,
@@ -368,39 +378,44 @@ pub fn partition(
     durations: &HashMap<String, Duration>,
 ) -> Plan {
     assert!(n >= 1 && (1..=n).contains(&k), "partition {k}/{n}");
-    let mut known: Vec<Duration> = plan
-        .units()
-        .filter_map(|u| durations.get(&u.id).copied())
+    let mut ids: Vec<&str> = plan.units().map(|u| u.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut known: Vec<Duration> = ids
+        .iter()
+        .filter_map(|id| durations.get(*id).copied())
         .collect();
     known.sort();
+    let known_durations = known.len();
     let default = known
         .get(known.len() / 2)
         .copied()
         .unwrap_or(Duration::from_secs(1));
-    let mut weighted: Vec<(Duration, String)> = plan
-        .units()
-        .map(|u| {
-            (
-                durations.get(&u.id).copied().unwrap_or(default),
-                u.id.clone(),
-            )
-        })
+    let mut weighted: Vec<(Duration, &str)> = ids
+        .iter()
+        .map(|id| (durations.get(*id).copied().unwrap_or(default), *id))
         .collect();
-    weighted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    let mut loads = vec![(Duration::ZERO, 0usize); n];
+    let digest = partition_digest(&weighted);
+    // Ids are unique: a total order, so ties never depend on the plan's order.
+    weighted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    // (load, units, index) of every shard; the least goes next (a heap: N may be large).
+    let mut loads: BinaryHeap<Reverse<(Duration, usize, usize)>> =
+        (0..n).map(|i| Reverse((Duration::ZERO, 0, i))).collect();
     let mut mine: HashSet<String> = HashSet::new();
     for (d, id) in weighted {
-        let (shard, _) = loads
-            .iter()
-            .enumerate()
-            .min_by_key(|(i, (load, count))| (*load, *count, *i))
-            .expect("n >= 1");
-        loads[shard].0 += d;
-        loads[shard].1 += 1;
+        let Reverse((load, count, shard)) = loads.pop().expect("n >= 1");
         if shard == k - 1 {
-            mine.insert(id);
+            mine.insert(id.to_string());
         }
+        loads.push(Reverse((load + d, count + 1, shard)));
     }
+    let shard = Shard {
+        k,
+        n,
+        planned: ids.len(),
+        known_durations,
+        digest,
+    };
     for layer in plan
         .stages
         .iter_mut()
@@ -411,7 +426,22 @@ pub fn partition(
             cat.units.retain(|u| mine.contains(&u.id));
         }
     }
+    plan.partition = Some(shard);
     plan
+}
+
+/// A digest of a partition's input, `(weight, id)` sorted by id: 64-bit FNV-1a in hex,
+/// stable across runs, machines and builds (unlike `std`'s hasher).
+fn partition_digest(weighted: &[(Duration, &str)]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (d, id) in weighted {
+        let line = format!("{id}\t{}\n", d.as_millis());
+        for b in line.bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
 }
 
 /// What past runs say about a unit, as scheduling uses it (from history).
@@ -917,10 +947,90 @@ layers:
             let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
             assert!(max - min <= 1, "by count when nothing is known: {sizes:?}");
         }
+        let shard = |k| partition(plan.clone(), k, 3, &HashMap::new()).partition;
+        let (one, two) = (shard(1).unwrap(), shard(2).unwrap());
+        assert_eq!(
+            (one.k, one.n, one.planned, one.known_durations),
+            (1, 3, 24, 0)
+        );
+        assert_eq!(one.digest, two.digest, "one partition, one input");
+        assert_eq!(one.digest.len(), 16);
+        assert!(plan.partition.is_none());
+        // Many shards: one unit each, then empty shards.
+        assert_eq!(
+            partition(plan.clone(), 1, 100_000, &HashMap::new())
+                .units()
+                .count(),
+            1
+        );
+        assert_eq!(
+            partition(plan.clone(), 100_000, 100_000, &HashMap::new())
+                .units()
+                .count(),
+            0
+        );
         // The structure stays: every layer and category is still planned.
         let shard = partition(plan.clone(), 2, 30, &HashMap::new());
         assert_eq!(stage_names(&shard), stage_names(&plan));
         assert_eq!(shard.background.len(), 1);
+    }
+
+    #[test]
+    fn partition_depends_on_ids_and_durations_only() {
+        let (_d, cfg) = sharded_config();
+        let plan = plan_layers(
+            &cfg,
+            &LayerSelection::Mode(ExecutionMode::Hybrid),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let units = ids(&plan);
+        // Ties (equal durations) and units without a duration (the median) everywhere.
+        let durations: HashMap<String, Duration> = units
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(i, id)| (id.clone(), Duration::from_millis(100 * (i as u64 % 4))))
+            .collect();
+        let mut reversed = plan.clone();
+        for layer in reversed
+            .stages
+            .iter_mut()
+            .flatten()
+            .chain(reversed.background.iter_mut())
+        {
+            layer.categories.reverse();
+            for cat in &mut layer.categories {
+                cat.units.reverse();
+            }
+        }
+        let sorted = |p: &Plan| -> BTreeSet<String> { ids(p).into_iter().collect() };
+        for k in 1..=4 {
+            let a = partition(plan.clone(), k, 4, &durations);
+            let b = partition(reversed.clone(), k, 4, &durations);
+            assert_eq!(sorted(&a), sorted(&b), "shard {k}/4 follows ids, not order");
+            assert_eq!(a.partition, b.partition);
+        }
+        // Other durations: another input, another digest.
+        let mut other = durations.clone();
+        other.insert(units[1].clone(), Duration::from_secs(9));
+        assert_ne!(
+            partition(plan.clone(), 1, 4, &durations)
+                .partition
+                .unwrap()
+                .digest,
+            partition(plan.clone(), 1, 4, &other)
+                .partition
+                .unwrap()
+                .digest
+        );
+        // Durations of units outside the plan play no part.
+        let mut extra = durations.clone();
+        extra.insert("elsewhere/x/y".into(), Duration::from_secs(99));
+        assert_eq!(
+            partition(plan.clone(), 1, 4, &durations).partition,
+            partition(plan.clone(), 1, 4, &extra).partition
+        );
     }
 
     #[test]

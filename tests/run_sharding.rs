@@ -283,3 +283,293 @@ fn invalid_partition_is_a_usage_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("missing.xml"), "{stderr}");
 }
+
+/// 40 command units in two categories of one layer. Each sleeps for the seconds in
+/// `d/<name>` (written by [`set_durations`]) and fails when `fail_<name>` exists.
+fn timed_suite() -> Project {
+    let project = Project::new();
+    project.layers(
+        r#"
+version: 1
+categories:
+  alpha: { command: "sh t.sh {file}", files: ["alpha/*.u"] }
+  beta: { command: "sh t.sh {file}", files: ["beta/*.u"] }
+layers:
+  - name: all
+    fail_fast: disabled
+    categories: [alpha, beta]
+"#,
+    );
+    project.file(
+        "t.sh",
+        "n=$(basename \"$1\" .u)\nsleep \"$(cat \"d/$n\" 2>/dev/null || echo 0)\"\nif [ -e \"fail_$n\" ]; then echo failing; exit 1; fi\n",
+    );
+    for i in 0..TIMED_UNITS {
+        let cat = if i < 25 { "alpha" } else { "beta" };
+        project.file(&format!("{cat}/u{i:02}.u"), "");
+    }
+    project
+}
+
+const TIMED_UNITS: usize = 40;
+
+/// Every unit `i` sleeps `ms(i)` milliseconds from now on.
+fn set_durations(project: &Project, ms: impl Fn(usize) -> u64) {
+    for i in 0..TIMED_UNITS {
+        project.file(
+            &format!("d/u{i:02}"),
+            &format!("{:.3}\n", ms(i) as f64 / 1000.0),
+        );
+    }
+}
+
+/// One run of the timed suite; returns (exit code, run_started ids, settled ids,
+/// the `partition` event if any). Checks that `summary.json` agrees on the settled units.
+fn timed_run(
+    project: &Project,
+    args: &[&str],
+) -> (i32, BTreeSet<String>, BTreeSet<String>, Option<Value>) {
+    let before: BTreeSet<PathBuf> = project.run_dirs().into_iter().collect();
+    let out = project
+        .runner()
+        .args(["--use-layers", "all", "--progress-mode", "simple"])
+        .args(args)
+        .run();
+    let dir = project
+        .run_dirs()
+        .into_iter()
+        .find(|d| !before.contains(d))
+        .unwrap_or_else(|| panic!("no new run directory\n{out}"));
+    let events = read_events(&dir.join("events.jsonl"));
+    check_stream(&events, &dir);
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let ran: BTreeSet<String> = summary["units"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, u)| u["status"] == "finished")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(
+        ran,
+        settled(&events),
+        "summary.json and events agree\n{out}"
+    );
+    let partition = of_type(&events, "partition").first().map(|e| (*e).clone());
+    (out.code(), planned(&events), ran, partition)
+}
+
+/// Runs shards 1..=n of the timed suite one after the other, balanced by the project's
+/// own history, each shard first changing how long every unit takes and which fail
+/// (so each shard records new durations and outcomes before the next one plans).
+/// Asserts that together they ran every unit exactly once; returns the JUnit reports.
+fn sequential_shards(project: &Project, n: usize, all: &BTreeSet<String>) -> Vec<PathBuf> {
+    let mut union = BTreeSet::new();
+    let mut digests = BTreeSet::new();
+    let mut reports = Vec::new();
+    for k in 1..=n {
+        set_durations(project, |i| ((i * 7 + k * 13) % TIMED_UNITS) as u64 * 3);
+        for i in 0..TIMED_UNITS {
+            let flag = project.path(&format!("fail_u{i:02}"));
+            if (i + k) % 9 == 0 {
+                project.file(&format!("fail_u{i:02}"), "");
+            } else {
+                let _ = std::fs::remove_file(flag);
+            }
+        }
+        let junit = project.path(&format!("shard-{k}-of-{n}.xml"));
+        let (_, planned, ran, partition) = timed_run(
+            project,
+            &[
+                "--partition",
+                &format!("{k}/{n}"),
+                "--durations-from",
+                ".runner/history.sqlite",
+                "--junit",
+                junit.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(ran, planned, "shard {k}/{n} runs exactly its units");
+        for id in &ran {
+            assert!(union.insert(id.clone()), "{id} ran in two shards of {n}");
+        }
+        let partition = partition.expect("a partition event");
+        assert_eq!(partition["planned"], TIMED_UNITS, "{partition}");
+        assert_eq!(partition["known_durations"], TIMED_UNITS, "{partition}");
+        digests.insert(partition["digest"].as_str().unwrap().to_string());
+        reports.push(junit);
+    }
+    let missing: Vec<_> = all.difference(&union).collect();
+    assert!(missing.is_empty(), "never ran in {n} shards: {missing:?}");
+    assert_eq!(&union, all);
+    assert_eq!(digests.len(), 1, "every shard balanced from the same input");
+    reports
+}
+
+#[test]
+fn sequential_shards_balanced_by_history_run_every_unit_once() {
+    let project = timed_suite();
+    set_durations(&project, |i| 5 + (i as u64 * 37) % 120);
+    let (code, all, ran, partition) = timed_run(&project, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(all.len(), TIMED_UNITS);
+    assert_eq!(ran, all);
+    assert!(partition.is_none(), "not a shard");
+
+    let halves = sequential_shards(&project, 2, &all);
+    let thirds = sequential_shards(&project, 3, &all);
+
+    // The shards' reports merge into one report of the whole suite, without a word.
+    for (reports, name) in [(&halves, "halves.xml"), (&thirds, "thirds.xml")] {
+        let out = project.path(name);
+        let mut args: Vec<&Path> = vec![&out];
+        args.extend(reports.iter().map(PathBuf::as_path));
+        let (code, stdout, stderr) = merge_junit(&project, &args);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        assert!(stderr.trim().is_empty(), "no warning: {stderr}");
+        assert_eq!(report(&out).tests, TIMED_UNITS, "{stdout}");
+    }
+}
+
+#[test]
+fn merge_junit_refuses_overlapping_reports_and_warns_about_missing_shards() {
+    let project = suite();
+    let junit = |name: &str| project.path(name);
+    let full = junit("full.xml");
+    run(&project, &["--junit", full.to_str().unwrap()]);
+    for k in 1..=3 {
+        let path = junit(&format!("shard-{k}.xml"));
+        run(
+            &project,
+            &[
+                "--partition",
+                &format!("{k}/3"),
+                "--junit",
+                path.to_str().unwrap(),
+            ],
+        );
+    }
+    let (s1, s2, s3) = (
+        junit("shard-1.xml"),
+        junit("shard-2.xml"),
+        junit("shard-3.xml"),
+    );
+    let shard1 = testcases(&report(&s1));
+    let (suite_name, test_name) = shard1.iter().next().unwrap().clone();
+
+    // A test in two inputs: exit 2, the test and both files named, OUT not written.
+    let out = junit("merged.xml");
+    let (code, stdout, stderr) = merge_junit(&project, &[&out, &full, &s1]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("{suite_name} :: {test_name} in")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} and {}", full.display(), s1.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} test(s) in more than one report", shard1.len())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not written"), "{stderr}");
+    assert!(!out.exists(), "nothing written on overlap");
+
+    // A shard left out: a warning (planned 15, found fewer, which shard), exit 0.
+    let (code, stdout, stderr) = merge_junit(&project, &[&out, &s1, &s3]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let missing = testcases(&report(&s2)).len();
+    assert!(
+        stderr.contains(&format!(
+            "warning: merge-junit: the shards planned 15 units, the reports hold {}: {missing} unit(s) missing from all shards",
+            15 - missing
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no report from shard 2/3"), "{stderr}");
+    assert_eq!(report(&out).tests, 15 - missing);
+
+    // All three: no warning; the merged report is not a shard any more.
+    let (code, _, stderr) = merge_junit(&project, &[&out, &s1, &s2, &s3]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let merged = std::fs::read_to_string(&out).unwrap();
+    assert!(!merged.contains("runner.partition"), "{merged}");
+    assert!(
+        std::fs::read_to_string(&s1)
+            .unwrap()
+            .contains("<property name=\"runner.partition\" value=\"1/3\"/>"),
+        "a shard's report says which shard it is"
+    );
+
+    // A shard balanced from other durations than its siblings: a warning.
+    project.file(
+        "other.xml",
+        "<testsuites><testsuite name=\"fast/unit\"><testcase name=\"unit/test_0.sh\" time=\"60\"/></testsuite></testsuites>",
+    );
+    let other = junit("shard-2-other.xml");
+    run(
+        &project,
+        &[
+            "--partition",
+            "2/3",
+            "--durations-from",
+            "other.xml",
+            "--junit",
+            other.to_str().unwrap(),
+        ],
+    );
+    let (_, _, stderr) = merge_junit(&project, &[&junit("x.xml"), &s1, &other, &s3]);
+    assert!(
+        stderr.contains("not partitioned from the same plan and durations"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} (shard 2/3)", other.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sequential_shards_with_rerun_failed_rerun_every_failure_once() {
+    let project = timed_suite();
+    set_durations(&project, |_| 0);
+    let failing: Vec<usize> = (0..TIMED_UNITS).filter(|i| i % 5 == 1).collect();
+    for i in &failing {
+        project.file(&format!("fail_u{i:02}"), "");
+    }
+    let (code, _, _, _) = timed_run(&project, &[]);
+    assert_eq!(code, 1);
+    // Fixed: each shard's reruns now pass, and are recorded before the next shard plans.
+    for i in &failing {
+        std::fs::remove_file(project.path(&format!("fail_u{i:02}"))).unwrap();
+    }
+    let mut union = BTreeSet::new();
+    for k in 1..=2 {
+        let (code, planned, ran, _) = timed_run(
+            &project,
+            &[
+                "--rerun-failed",
+                "--partition",
+                &format!("{k}/2"),
+                "--durations-from",
+                ".runner/history.sqlite",
+            ],
+        );
+        assert_eq!(code, 0);
+        assert_eq!(ran, planned);
+        for id in ran {
+            assert!(union.insert(id.clone()), "{id} reran twice");
+        }
+    }
+    let expected: BTreeSet<String> = failing
+        .iter()
+        .map(|i| {
+            let cat = if *i < 25 { "alpha" } else { "beta" };
+            format!("all/{cat}/{cat}/u{i:02}.u")
+        })
+        .collect();
+    assert_eq!(union, expected, "every failure reran once, nothing else");
+}

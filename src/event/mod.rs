@@ -189,6 +189,31 @@ pub struct PlannedUnit {
     pub expected_ms: Option<u64>,
 }
 
+/// A run that is one shard of a partitioned plan (`--partition K/N`): the `partition`
+/// event, and [`RunState::partition`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, from 1.
+    pub k: usize,
+    /// Number of shards.
+    pub n: usize,
+    /// Units of the whole plan before partitioning (every shard's together).
+    pub planned: usize,
+    /// Units of the whole plan with a known duration (`--durations-from`); the others
+    /// count as the median of the known ones.
+    pub known_durations: usize,
+    /// Digest of what the assignment was computed from (the plan's unit ids and the
+    /// durations that balanced them): the same in every shard of one partition.
+    pub digest: String,
+}
+
+impl Shard {
+    /// `K/N`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.k, self.n)
+    }
+}
+
 /// Everything that can happen in a run. Serialized with `"type": "<snake_case name>"`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -210,6 +235,9 @@ pub enum EventKind {
         /// Runner process id.
         pid: u32,
     },
+    /// The run is one shard of a partitioned plan (`--partition K/N`); right after
+    /// `run_started`, whose units are this shard's.
+    Partition(Shard),
     /// The run ended. Always the last event.
     RunFinished {
         /// Outcome.
@@ -456,6 +484,7 @@ impl EventKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             EventKind::RunStarted { .. } => "run_started",
+            EventKind::Partition(_) => "partition",
             EventKind::RunFinished { .. } => "run_finished",
             EventKind::LayerStarted { .. } => "layer_started",
             EventKind::LayerFinished { .. } => "layer_finished",
@@ -486,6 +515,7 @@ impl EventKind {
     /// Every `type` string the protocol defines (for the docs-coverage test).
     pub const ALL_TYPES: &'static [&'static str] = &[
         "run_started",
+        "partition",
         "run_finished",
         "layer_started",
         "layer_finished",

@@ -355,6 +355,9 @@ pub struct RunState {
     pub duration_ms: Option<u64>,
     /// Global slots.
     pub slots: usize,
+    /// The shard this run is, with `--partition K/N` (from the `partition` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Shard>,
     /// Layers in run order.
     pub layers: IndexMap<String, LayerState>,
     /// Units by id, in plan order.
@@ -551,6 +554,7 @@ impl RunState {
                 }
                 self.refresh_eta(&event.ts);
             }
+            EventKind::Partition(shard) => self.partition = Some(shard.clone()),
             EventKind::RunFinished {
                 outcome,
                 exit_code,
@@ -1427,11 +1431,40 @@ mod tests {
                 message: "m".into(),
                 unit: None,
             },
+            EventKind::Partition(Shard {
+                k: 2,
+                n: 3,
+                planned: 40,
+                known_durations: 38,
+                digest: "0123456789abcdef".into(),
+            }),
         ];
         for k in kinds {
             let json = serde_json::to_value(&k).unwrap();
             assert_eq!(json["type"], k.type_name());
             assert!(EventKind::ALL_TYPES.contains(&k.type_name()));
         }
+    }
+
+    #[test]
+    fn partition_is_flat_on_the_wire_and_folds_into_the_state() {
+        let shard = Shard {
+            k: 2,
+            n: 3,
+            planned: 40,
+            known_durations: 38,
+            digest: "0123456789abcdef".into(),
+        };
+        let e = ev(2, EventKind::Partition(shard.clone()));
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "partition");
+        assert_eq!((json["k"].as_u64(), json["n"].as_u64()), (Some(2), Some(3)));
+        assert_eq!(json["planned"], 40);
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, e);
+        let mut s = RunState::default();
+        s.apply(&e);
+        assert_eq!(s.partition.as_ref(), Some(&shard));
+        assert_eq!(shard.label(), "2/3");
     }
 }

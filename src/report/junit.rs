@@ -1,8 +1,10 @@
-//! JUnit output (`--junit PATH`) and `runner merge-junit`.
+//! JUnit output (`--junit PATH`); `runner merge-junit` is in [`super::junit_merge`].
 //!
 //! [`build`] is a pure function of the run's fold ([`RunState`]): one `<testsuite>`
 //! per category of a layer, named `layer/category`, with `run_id`, `environment`,
-//! `layer` and `category` properties; one `<testcase>` per settled unit, or, for a unit
+//! `layer` and `category` properties (and, in a shard of a partitioned run, its
+//! partition, the size of the whole plan and the partition's digest, which
+//! `merge-junit` checks); one `<testcase>` per settled unit, or, for a unit
 //! that imported a JUnit file (`{junit}`), one per imported case (plus one failing
 //! testcase for the unit itself when it failed while none of its cases did). Counts
 //! therefore equal [`RunState::tests`].
@@ -20,7 +22,7 @@
 //! The controller writes it atomically at the end of the run, Ctrl-C included; a
 //! runner killed with SIGKILL writes nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
@@ -29,8 +31,17 @@ use quick_junit::{
     FlakyOrRerun, NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 
-use super::junit_import::{self, ImportedCase, UNIT_PROPERTY, UNIT_TIME_PROPERTY};
+use super::junit_import::{self, UNIT_PROPERTY, UNIT_TIME_PROPERTY};
+pub use super::junit_merge::{merge, merge_command, read_report};
 use crate::event::{CaseOutcome, CaseRerun, CaseState, Outcome, RunState, UnitState, UnitStatus};
+
+/// Suite property of a shard's report (`--partition K/N`): `K/N`.
+pub const PARTITION_PROPERTY: &str = "runner.partition";
+/// Suite property of a shard's report: the units of the whole plan (all shards').
+pub const PLANNED_PROPERTY: &str = "runner.partition_planned";
+/// Suite property of a shard's report: the digest of what the partition was computed
+/// from (the same in every shard of one partition).
+pub const DIGEST_PROPERTY: &str = "runner.partition_digest";
 
 /// At most this many bytes of text per element (message, failure text, output).
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -44,7 +55,7 @@ pub fn xml_text(text: &str, max: usize) -> String {
         .collect()
 }
 
-fn message(text: &str) -> String {
+pub(super) fn message(text: &str) -> String {
     xml_text(text.lines().next().unwrap_or(""), 1024)
 }
 
@@ -52,7 +63,7 @@ fn timestamp(rfc3339: &str) -> Option<DateTime<FixedOffset>> {
     DateTime::parse_from_rfc3339(rfc3339).ok()
 }
 
-fn ms(d: u64) -> Duration {
+pub(super) fn ms(d: u64) -> Duration {
     Duration::from_millis(d)
 }
 
@@ -70,7 +81,7 @@ fn unit_kind(outcome: Outcome) -> (NonSuccessKind, &'static str) {
     }
 }
 
-fn case_kind(outcome: CaseOutcome) -> NonSuccessKind {
+pub(super) fn case_kind(outcome: CaseOutcome) -> NonSuccessKind {
     match outcome {
         CaseOutcome::Error => NonSuccessKind::Error,
         _ => NonSuccessKind::Failure,
@@ -102,6 +113,13 @@ pub fn build(state: &RunState) -> Report {
                 Property::new("layer", &u.layer),
                 Property::new("category", &u.category),
             ]);
+            if let Some(p) = &state.partition {
+                s.add_properties([
+                    Property::new(PARTITION_PROPERTY, p.label()),
+                    Property::new(PLANNED_PROPERTY, p.planned.to_string()),
+                    Property::new(DIGEST_PROPERTY, &p.digest),
+                ]);
+            }
             s
         });
         *suite_time.entry(name.clone()).or_default() += ms(u.duration_ms.unwrap_or(0));
@@ -261,7 +279,7 @@ pub fn render(state: &RunState) -> String {
     to_xml(&build(state))
 }
 
-fn to_xml(report: &Report) -> String {
+pub(super) fn to_xml(report: &Report) -> String {
     report
         .to_string()
         .unwrap_or_else(|e| format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"runner\" tests=\"0\" failures=\"0\" errors=\"0\"><!-- serialization failed: {} --></testsuites>\n", xml_text(&e.to_string(), 512).replace("--", "- -")))
@@ -270,157 +288,6 @@ fn to_xml(report: &Report) -> String {
 /// Writes the report of `state` to `path` atomically.
 pub fn write(path: &Path, state: &RunState) -> std::io::Result<()> {
     super::files::write_atomic(path, render(state).as_bytes())
-}
-
-/// Reads a JUnit file for merging: quick-junit's reader for `<testsuites>` files (the
-/// runner's own, nextest's), the tolerant importer for anything else (bare
-/// `<testsuite>` roots: pytest with some plugins, go-junit-report...).
-pub fn read_report(path: &Path) -> Result<Report, String> {
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = String::from_utf8_lossy(&text);
-    if let Ok(report) = Report::deserialize_from_str(&text) {
-        return Ok(report);
-    }
-    let cases = junit_import::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut suites: IndexMap<String, TestSuite> = IndexMap::new();
-    for c in cases {
-        suites
-            .entry(c.suite.clone())
-            .or_insert_with(|| TestSuite::new(c.suite.clone()))
-            .add_test_case(foreign_case(c));
-    }
-    let mut report = Report::new("runner");
-    report.add_test_suites(suites.into_values());
-    Ok(report)
-}
-
-fn foreign_case(c: ImportedCase) -> TestCase {
-    let status = match c.outcome {
-        CaseOutcome::Passed => TestCaseStatus::success(),
-        CaseOutcome::Skipped => {
-            let mut s = TestCaseStatus::skipped();
-            if let Some(m) = &c.message {
-                s.set_message(message(m));
-            }
-            s
-        }
-        CaseOutcome::Failed | CaseOutcome::Error => {
-            let mut s = TestCaseStatus::non_success(case_kind(c.outcome));
-            if let Some(m) = &c.message {
-                s.set_message(message(m));
-            }
-            if let Some(t) = &c.failure_type {
-                s.set_type(t.as_str());
-            }
-            if let Some(t) = &c.failure_text {
-                s.set_description(xml_text(t, MAX_TEXT_BYTES));
-            }
-            s
-        }
-    };
-    let mut tc = TestCase::new(c.name.as_str(), status);
-    if let Some(cl) = &c.classname {
-        tc.set_classname(cl.as_str());
-    }
-    tc.set_time(ms(c.duration_ms));
-    if let Some(o) = &c.system_out {
-        tc.set_system_out(xml_text(o, MAX_TEXT_BYTES));
-    }
-    if let Some(e) = &c.system_err {
-        tc.set_system_err(xml_text(e, MAX_TEXT_BYTES));
-    }
-    if let Some(f) = &c.file {
-        tc.extra.insert("file".into(), f.into());
-    }
-    if let Some(l) = c.line {
-        tc.extra.insert("line".into(), l.to_string().into());
-    }
-    tc.add_properties(c.properties.iter().map(|(k, v)| Property::new(k, v)));
-    tc
-}
-
-/// Merges reports (the shards of one suite): suites with the same name become one
-/// (their testcases in input order, properties without duplicates, times added up),
-/// every count is recomputed from the testcases; the merged run's time is the longest
-/// input's (shards run side by side) and its timestamp the earliest.
-pub fn merge(reports: Vec<Report>) -> Report {
-    let mut out = Report::new(
-        reports
-            .first()
-            .and_then(|r| r.name.as_ref())
-            .map(|n| n.as_str().to_string())
-            .unwrap_or_else(|| "runner".into()),
-    );
-    let mut suites: IndexMap<String, TestSuite> = IndexMap::new();
-    let mut time: Option<Duration> = None;
-    let mut ts: Option<DateTime<FixedOffset>> = None;
-    for report in reports {
-        if let Some(t) = report.time {
-            time = Some(time.map_or(t, |m| m.max(t)));
-        }
-        if let Some(t) = report.timestamp {
-            ts = Some(ts.map_or(t, |m| m.min(t)));
-        }
-        for suite in report.test_suites {
-            let merged = suites
-                .entry(suite.name.as_str().to_string())
-                .or_insert_with(|| TestSuite::new(suite.name.clone()));
-            for p in suite.properties {
-                if !merged.properties.contains(&p) {
-                    merged.properties.push(p);
-                }
-            }
-            if let Some(t) = suite.timestamp {
-                merged.timestamp = Some(merged.timestamp.map_or(t, |m| m.min(t)));
-            }
-            if let Some(t) = suite.time {
-                merged.time = Some(merged.time.unwrap_or_default() + t);
-            }
-            for (k, v) in suite.extra {
-                merged.extra.entry(k).or_insert(v);
-            }
-            merged.add_test_cases(suite.test_cases);
-        }
-    }
-    out.add_test_suites(suites.into_values());
-    if let Some(t) = time {
-        out.set_time(t);
-    }
-    if let Some(t) = ts {
-        out.set_timestamp(t);
-    }
-    out
-}
-
-/// `runner merge-junit OUT IN...`: merge, write atomically, print a one-line summary.
-/// Returns the process exit code (2 when an input cannot be read).
-pub fn merge_command(out: &Path, inputs: &[PathBuf]) -> i32 {
-    let mut reports = Vec::new();
-    for input in inputs {
-        match read_report(input) {
-            Ok(r) => reports.push(r),
-            Err(e) => {
-                eprintln!("error: cannot read JUnit report {e}");
-                return crate::exit_code::USAGE;
-            }
-        }
-    }
-    let merged = merge(reports);
-    if let Err(e) = super::files::write_atomic(out, to_xml(&merged).as_bytes()) {
-        eprintln!("error: cannot write {}: {e}", out.display());
-        return crate::exit_code::INFRASTRUCTURE;
-    }
-    // The merged file is written whether or not anyone reads this line.
-    super::out::line(&format!(
-        "merged {} report(s) into {}: {} tests, {} failures, {} errors, {} skipped",
-        inputs.len(),
-        out.display(),
-        merged.tests,
-        merged.failures,
-        merged.errors,
-        merged.skipped
-    ));
-    crate::exit_code::PASSED
 }
 
 #[cfg(test)]
@@ -628,6 +495,39 @@ mod tests {
             case("pass").classname.as_ref().unwrap().as_str(),
             "fast/unit"
         );
+    }
+
+    #[test]
+    fn a_shard_report_carries_its_partition() {
+        let mut s = sample();
+        s.apply(&ev(
+            99,
+            EventKind::Partition(crate::event::Shard {
+                k: 2,
+                n: 3,
+                planned: 21,
+                known_durations: 20,
+                digest: "00ff00ff00ff00ff".into(),
+            }),
+        ));
+        let xml = render(&s);
+        let back = Report::deserialize_from_str(&xml).unwrap();
+        for suite in &back.test_suites {
+            let props: Vec<(&str, &str)> = suite
+                .properties
+                .iter()
+                .map(|p| (p.name.as_str(), p.value.as_str()))
+                .skip(4)
+                .collect();
+            assert_eq!(
+                props,
+                [
+                    (PARTITION_PROPERTY, "2/3"),
+                    (PLANNED_PROPERTY, "21"),
+                    (DIGEST_PROPERTY, "00ff00ff00ff00ff")
+                ]
+            );
+        }
     }
 
     #[test]

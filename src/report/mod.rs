@@ -5,7 +5,8 @@
 //! - [`out`]: stdout for listings and the console: a closed reader ends output quietly.
 //! - [`files`]: atomic file writes and the run directory (`summary.json`, `run.json`).
 //! - [`agents_file`]: a run's agents' health beside its `run.json` (`agents.json`).
-//! - [`junit`]: JUnit XML out (`--junit PATH`) and `merge-junit`.
+//! - [`junit`]: JUnit XML out (`--junit PATH`).
+//! - [`junit_merge`]: `runner merge-junit`, and what it checks of the shards it merges.
 //! - [`junit_import`]: JUnit XML in (`{junit}` in a command), and durations for `--partition`.
 //! - [`github`]: GitHub Actions annotations and job summary.
 
@@ -16,4 +17,5 @@ pub mod github;
 pub mod jsonl;
 pub mod junit;
 pub mod junit_import;
+pub mod junit_merge;
 pub mod out;

@@ -171,6 +171,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             resumed_past: Vec::new(),
             legacy: matches!(mode, Mode::Legacy { .. }),
             warnings: Vec::new(),
+            partition: None,
         },
     };
     if !interrupted_while_planning {
@@ -189,6 +190,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             }
         };
     }
+    plan = apply_partition(cli, plan);
     // History: --rerun-failed, longest-first order, memory estimates, ETAs.
     let history = crate::store::load(&config.root, plan.units().map(|u| u.id.as_str()));
     plan.warnings.extend(history.warning.clone());
@@ -210,7 +212,6 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             )),
         }
     }
-    let mut plan = apply_partition(cli, plan);
     let hints = Arc::new(history.hints(cli.failed_first));
     crate::plan::order_units(&mut plan, &hints);
     if plan.legacy {
@@ -283,6 +284,9 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             pid: std::process::id(),
         },
     );
+    if let Some(shard) = plan.partition.clone() {
+        bus.emit(names::CONTROLLER, EventKind::Partition(shard));
+    }
     for w in &plan.warnings {
         bus.emit(
             names::ORCHESTRATOR,
@@ -521,7 +525,9 @@ fn log_own_usage() {
 
 /// `--partition K/N`: keep this shard's units, balanced by `--durations-from` when given
 /// (a JUnit report, or a history database: every shard must read the same file; an
-/// unreadable file is a warning: the shards are then balanced by count).
+/// unreadable file is a warning: the shards are then balanced by count). Applied before
+/// `--rerun-failed`, which reads what earlier shards just recorded: the assignment
+/// depends on the whole plan and the durations only, then each shard keeps its failures.
 fn apply_partition(cli: &Cli, mut plan: Plan) -> Plan {
     let Some(p) = cli.partition else {
         return plan;

@@ -148,9 +148,13 @@ fn write(root: &Path, req: Request) -> Listed {
     )];
     if let Some(r) = last.first() {
         out.push(format!(
-            "last run: {} ({}, {}) started {} · {} units, {} failed{}",
+            "last run: {} ({}{}, {}) started {} · {} units, {} failed{}",
             r.run_id,
             r.mode,
+            r.partition
+                .as_deref()
+                .map(|p| format!(", shard {p}"))
+                .unwrap_or_default(),
             r.outcome.as_deref().unwrap_or("unfinished"),
             r.started_at,
             r.units,

@@ -1,15 +1,19 @@
 //! Opening the history database: WAL, busy timeout, schema, and errors a person can act on.
 //!
-//! Schema (version 1, in `PRAGMA user_version`):
+//! Schema (version 2, in `PRAGMA user_version`):
 //!
 //! - `runs`: one row per recorded run: `seq` (recording order), `run_id`, times, mode,
-//!   environment, outcome, exit code, duration and unit counts.
+//!   environment, outcome, exit code, duration and unit counts, and `partition`: `K/N`
+//!   for a shard of a partitioned run (`--partition`), NULL otherwise (version 2).
 //! - `results`: one row per unit per run: `run_seq`, `unit_id` (`layer/category/name`),
 //!   `outcome` (an [`Outcome`](crate::event::Outcome) name, `skipped`, or `not_run` for a
 //!   unit the run never finished), the last attempt's `duration_ms`, `attempts`,
 //!   `flaky`, `peak_memory_mb`. Indexed by `(unit_id, run_seq)`.
 //!
-//! A database written by a newer runner (a higher `user_version`) is left alone and
+//! Older databases are brought up to date when opened, one step per version, under the
+//! write lock ([`MIGRATIONS`]): version 1 gains `runs.partition`, NULL in its runs (it
+//! could not tell shards apart, so they all count as runs that were not shards). A
+//! database written by a newer runner (a higher `user_version`) is left alone and
 //! reported, like a corrupt one.
 
 use std::path::Path;
@@ -19,9 +23,14 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use super::BUSY_TIMEOUT;
 
 /// The schema version this runner reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = "
+/// `MIGRATIONS[v]` takes a database from version `v` to `v + 1` (version 0: empty).
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
+    [SCHEMA_1, "ALTER TABLE runs ADD COLUMN partition TEXT;"];
+
+/// Version 1.
+const SCHEMA_1: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL UNIQUE,
@@ -173,11 +182,36 @@ impl History {
         }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         if version < SCHEMA_VERSION {
-            self.conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
-            ))?;
+            self.migrate()?;
         }
         Ok(())
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`] in one transaction, under the write lock:
+    /// the version is read again there, so two runners opening an old database at once
+    /// migrate it once.
+    fn migrate(&self) -> Result<(), rusqlite::Error> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let steps = || -> Result<(), rusqlite::Error> {
+            let version: i64 = self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version >= SCHEMA_VERSION {
+                return Ok(()); // Another runner migrated it meanwhile.
+            }
+            for step in MIGRATIONS.iter().skip(version.max(0) as usize) {
+                self.conn.execute_batch(step)?;
+            }
+            self.conn
+                .pragma_update(None, "user_version", SCHEMA_VERSION)
+        };
+        match steps() {
+            Ok(()) => self.conn.execute_batch("COMMIT"),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     /// The database file.

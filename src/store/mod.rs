@@ -9,7 +9,8 @@
 //!
 //! - [`db`]: opening (WAL, busy timeout, schema), and errors sorted into corrupt,
 //!   locked and other.
-//! - [`record`]: writing a run: one `runs` row, one `results` row per unit, pruning.
+//! - [`record`]: writing a run: one `runs` row (with its partition `K/N` when it was a
+//!   shard), one `results` row per unit, pruning.
 //! - [`read`]: a unit's recent results and what follows from them (expected duration,
 //!   peak memory, failed last time), and the figures of `runner history`.
 //! - [`command`]: the `runner history` subcommand.
@@ -37,10 +38,12 @@ pub use read::{UnitHistory, UnitResult, UnitStats};
 pub use record::RecordSummary;
 
 /// Results kept per unit (the newest ones): enough for a stable median duration and a
-/// flaky rate, small enough that a suite of 10,000 tests stays a few MiB.
+/// flaky rate, small enough that a suite of 10,000 tests stays a few MiB. Counted apart
+/// for shards (`--partition`) and for runs that were not shards.
 pub const KEEP_RESULTS_PER_UNIT: usize = 20;
 
-/// Runs kept (the newest); results of older runs go with them.
+/// Runs kept (the newest); results of older runs go with them. Counted apart for shards
+/// and for runs that were not shards.
 pub const KEEP_RUNS: usize = 1000;
 
 /// How long a run waits for another run's write before giving up on history.
@@ -102,11 +105,12 @@ impl Known {
         }
     }
 
-    /// Expected durations by unit id (for a timing-balanced `--partition`).
+    /// Expected durations by unit id for a timing-balanced `--partition`: from the
+    /// results of runs that were not shards only ([`UnitHistory::unsharded`]).
     pub fn durations(&self) -> HashMap<String, Duration> {
         self.units
             .iter()
-            .filter_map(|(id, h)| h.expected().map(|d| (id.clone(), d)))
+            .filter_map(|(id, h)| h.unsharded().expected().map(|d| (id.clone(), d)))
             .collect()
     }
 }
@@ -161,14 +165,21 @@ pub fn is_database(path: &Path) -> bool {
 }
 
 /// Expected durations of every unit of the history database at `path`, for a
-/// timing-balanced `--partition` (`--durations-from .runner/history.sqlite`). Shards
-/// must agree, so they read a file given to all of them, never their own history.
+/// timing-balanced `--partition` (`--durations-from .runner/history.sqlite`).
+///
+/// Shards must agree, so they read a file given to all of them, and only what no shard
+/// changes: each unit's expected duration from its most recent results of runs that
+/// were not themselves shards (the durations as of the last run that was not a shard).
+/// Shards may run one after the other in one checkout, each recording into this very
+/// file: a shard's results are kept apart (`runs.partition`), and recording a shard never
+/// prunes the results of other runs, so every shard of a partition reads the same
+/// durations. A run that is not a shard, recorded between two shards, does change them.
 pub fn durations_from(path: &Path) -> Result<HashMap<String, Duration>, StoreError> {
     let Some(history) = History::open_existing(path)? else {
         return Ok(HashMap::new());
     };
     let known = Known {
-        units: history.all_units()?,
+        units: history.unsharded_units()?,
         warning: None,
     };
     Ok(known.durations())

@@ -9,6 +9,10 @@
 //! - Left to rerun: the newest result is a failure, a cancellation, a unit the run
 //!   never finished, or a skip in a run that did not pass (skipped by fail-fast or an
 //!   interruption, not by choice).
+//! - Durations for balancing shards (`--partition` with `--durations-from` a history
+//!   file): the expected duration from the results of runs that were not themselves
+//!   shards only ([`UnitHistory::unsharded`], [`History::unsharded_units`]), so that
+//!   what one shard records never changes what the next one balances by.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -39,6 +43,9 @@ pub struct UnitResult {
     pub flaky: bool,
     /// Peak memory of its process tree, MiB.
     pub peak_memory_mb: Option<u64>,
+    /// `K/N` when the run was a shard of a partitioned run (`--partition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
 }
 
 impl UnitResult {
@@ -86,6 +93,19 @@ fn median(mut v: Vec<u64>) -> Option<u64> {
 }
 
 impl UnitHistory {
+    /// The results of runs that were not shards (`--partition`), newest first: what
+    /// balancing shards reads, which no shard's run changes.
+    pub fn unsharded(&self) -> UnitHistory {
+        UnitHistory {
+            results: self
+                .results
+                .iter()
+                .filter(|r| r.partition.is_none())
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Expected duration of the next run (see the module docs).
     pub fn expected(&self) -> Option<Duration> {
         let passing: Vec<u64> = self
@@ -223,10 +243,13 @@ pub struct RunRow {
     pub units: u64,
     /// Units failed.
     pub failed: u64,
+    /// `K/N` when the run was a shard of a partitioned run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
 }
 
 const SELECT_RESULTS: &str = "SELECT runs.run_id, runs.outcome, r.outcome, r.duration_ms,
-        r.attempts, r.flaky, r.peak_memory_mb, r.unit_id
+        r.attempts, r.flaky, r.peak_memory_mb, r.unit_id, runs.partition
     FROM results r JOIN runs ON runs.seq = r.run_seq";
 
 fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, UnitResult)> {
@@ -240,6 +263,7 @@ fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, UnitResult)> {
             attempts: r.get::<_, i64>(4)?.max(0) as u32,
             flaky: r.get(5)?,
             peak_memory_mb: r.get::<_, Option<i64>>(6)?.map(|m| m.max(0) as u64),
+            partition: r.get(8)?,
         },
     ))
 }
@@ -275,9 +299,19 @@ impl History {
 
     /// Every unit's history (for `runner history`).
     pub fn all_units(&self) -> Result<HashMap<String, UnitHistory>, StoreError> {
+        self.units_where("1")
+    }
+
+    /// Every unit's history from runs that were not shards (`--partition`): the
+    /// durations shards balance by ([`super::durations_from`]).
+    pub fn unsharded_units(&self) -> Result<HashMap<String, UnitHistory>, StoreError> {
+        self.units_where("runs.partition IS NULL")
+    }
+
+    fn units_where(&self, filter: &str) -> Result<HashMap<String, UnitHistory>, StoreError> {
         let read = || -> rusqlite::Result<HashMap<String, UnitHistory>> {
             let mut stmt = self.conn.prepare(&format!(
-                "{SELECT_RESULTS} ORDER BY r.unit_id, r.run_seq DESC"
+                "{SELECT_RESULTS} WHERE {filter} ORDER BY r.unit_id, r.run_seq DESC"
             ))?;
             let mut out: HashMap<String, UnitHistory> = HashMap::new();
             for row in stmt.query_map([], result_row)? {
@@ -293,7 +327,7 @@ impl History {
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>, StoreError> {
         let read = || -> rusqlite::Result<Vec<RunRow>> {
             let mut stmt = self.conn.prepare(
-                "SELECT run_id, started_at, mode, outcome, duration_ms, units, failed
+                "SELECT run_id, started_at, mode, outcome, duration_ms, units, failed, partition
                  FROM runs ORDER BY seq DESC LIMIT ?1",
             )?;
             stmt.query_map(params![limit as i64], |r| {
@@ -305,6 +339,7 @@ impl History {
                     duration_ms: r.get::<_, Option<i64>>(4)?.map(|d| d.max(0) as u64),
                     units: r.get::<_, i64>(5)?.max(0) as u64,
                     failed: r.get::<_, i64>(6)?.max(0) as u64,
+                    partition: r.get(7)?,
                 })
             })?
             .collect()

@@ -1,10 +1,13 @@
 //! Writing a run into history: one transaction per run, from its final `RunState`.
 //!
-//! The run's summary goes to `runs`; each unit's final result to `results`:
-//! its outcome (an [`Outcome`] name; `skipped`; `not_run` when the run ended before the
-//! unit finished), its last attempt's duration, attempts, flakiness and peak memory.
-//! Then each recorded unit keeps only its newest [`KEEP_RESULTS_PER_UNIT`] results and
-//! the database its newest [`KEEP_RUNS`] runs.
+//! The run's summary goes to `runs` (with its partition `K/N` when it was a shard);
+//! each unit's final result to `results`: its outcome (an [`Outcome`] name; `skipped`;
+//! `not_run` when the run ended before the unit finished), its last attempt's duration,
+//! attempts, flakiness and peak memory. Then each recorded unit keeps only its newest
+//! [`KEEP_RESULTS_PER_UNIT`] results and the database its newest [`KEEP_RUNS`] runs,
+//! counted separately for shards and for runs that were not shards, and pruned only in
+//! the recorded run's own kind: a shard never removes a result of a run that was not a
+//! shard, which is what balancing reads (see [`super::durations_from`]).
 
 use rusqlite::{TransactionBehavior, params};
 
@@ -71,10 +74,13 @@ impl History {
         .map_err(err)?;
         tx.execute("DELETE FROM runs WHERE run_id = ?1", [&run.run_id])
             .map_err(err)?;
+        let partition = run.partition.as_ref().map(crate::event::Shard::label);
+        // Pruning below stays within this run's kind: shards, or runs that were not.
+        let unsharded = partition.is_none();
         tx.execute(
             "INSERT INTO runs (run_id, started_at, finished_at, mode, environment, outcome,
-                exit_code, duration_ms, slots, units, passed, failed, skipped, flaky)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                exit_code, duration_ms, slots, units, passed, failed, skipped, flaky, partition)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 run.run_id,
                 run.started_at,
@@ -90,6 +96,7 @@ impl History {
                 c.failed as i64,
                 c.skipped as i64,
                 c.flaky as i64,
+                partition,
             ],
         )
         .map_err(err)?;
@@ -123,23 +130,25 @@ impl History {
                 written += 1;
             }
         }
-        // Each unit of this run keeps its newest results only.
+        // Each unit of this run keeps its newest results (of this run's kind) only.
         tx.execute(
             "DELETE FROM results WHERE rowid IN (
-                SELECT rowid FROM (
-                    SELECT rowid, ROW_NUMBER() OVER (
-                        PARTITION BY unit_id ORDER BY run_seq DESC) AS age
-                    FROM results
-                    WHERE unit_id IN (SELECT unit_id FROM results WHERE run_seq = ?1))
+                SELECT id FROM (
+                    SELECT r.rowid AS id, ROW_NUMBER() OVER (
+                        PARTITION BY r.unit_id ORDER BY r.run_seq DESC) AS age
+                    FROM results r JOIN runs ON runs.seq = r.run_seq
+                    WHERE r.unit_id IN (SELECT unit_id FROM results WHERE run_seq = ?1)
+                        AND (runs.partition IS NULL) = ?3)
                 WHERE age > ?2)",
-            params![seq, KEEP_RESULTS_PER_UNIT as i64],
+            params![seq, KEEP_RESULTS_PER_UNIT as i64, unsharded],
         )
         .map_err(err)?;
-        // And the database its newest runs only.
+        // And the database its newest runs (of this run's kind) only.
         let oldest_kept: Option<i64> = tx
             .query_row(
-                "SELECT seq FROM runs ORDER BY seq DESC LIMIT 1 OFFSET ?1",
-                [KEEP_RUNS as i64 - 1],
+                "SELECT seq FROM runs WHERE (partition IS NULL) = ?2
+                 ORDER BY seq DESC LIMIT 1 OFFSET ?1",
+                params![KEEP_RUNS as i64 - 1, unsharded],
                 |r| r.get(0),
             )
             .map(Some)
@@ -149,10 +158,17 @@ impl History {
             })
             .map_err(err)?;
         if let Some(oldest) = oldest_kept {
-            tx.execute("DELETE FROM results WHERE run_seq < ?1", [oldest])
-                .map_err(err)?;
-            tx.execute("DELETE FROM runs WHERE seq < ?1", [oldest])
-                .map_err(err)?;
+            tx.execute(
+                "DELETE FROM results WHERE run_seq IN (
+                    SELECT seq FROM runs WHERE seq < ?1 AND (partition IS NULL) = ?2)",
+                params![oldest, unsharded],
+            )
+            .map_err(err)?;
+            tx.execute(
+                "DELETE FROM runs WHERE seq < ?1 AND (partition IS NULL) = ?2",
+                params![oldest, unsharded],
+            )
+            .map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(RecordSummary {

@@ -18,6 +18,27 @@ enum End {
 
 /// The final state of run `id` whose units end as given.
 fn run(id: &str, outcome: RunOutcome, units: &[(&str, End)]) -> RunState {
+    run_as(id, None, outcome, units)
+}
+
+/// [`run`] as shard `k` of `n` (`--partition K/N`).
+fn shard(id: &str, k: usize, n: usize, units: &[(&str, End)]) -> RunState {
+    let shard = crate::event::Shard {
+        k,
+        n,
+        planned: units.len() * n,
+        known_durations: 0,
+        digest: "0000000000000000".into(),
+    };
+    run_as(id, Some(shard), RunOutcome::Passed, units)
+}
+
+fn run_as(
+    id: &str,
+    partition: Option<crate::event::Shard>,
+    outcome: RunOutcome,
+    units: &[(&str, End)],
+) -> RunState {
     let mut s = RunState::default();
     let mut seq = 0;
     let mut apply = |s: &mut RunState, kind| {
@@ -53,6 +74,9 @@ fn run(id: &str, outcome: RunOutcome, units: &[(&str, End)]) -> RunState {
             pid: 1,
         },
     );
+    if let Some(p) = partition {
+        apply(&mut s, EventKind::Partition(p));
+    }
     let finished = |unit: String, attempt, outcome, will_retry, ms, peak| EventKind::TestFinished {
         unit,
         attempt,
@@ -366,4 +390,163 @@ fn durations_from_a_history_file() {
     assert!(is_database(&file));
     let d = durations_from(&file).unwrap();
     assert_eq!(d["l/c/a"], Duration::from_millis(1500));
+}
+
+fn passed(ms: u64) -> End {
+    End::Ran(Outcome::Passed, ms, None)
+}
+
+#[test]
+fn shards_are_recorded_as_such_and_balancing_ignores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let file = path(root);
+    save(
+        root,
+        &run(
+            "full",
+            RunOutcome::Passed,
+            &[("a", passed(1000)), ("b", passed(2000))],
+        ),
+    )
+    .unwrap();
+    let before = durations_from(&file).unwrap();
+    assert_eq!(before["l/c/a"], Duration::from_millis(1000));
+    // Shard 1/2 ran `a` (much faster, then failing) and a unit no unsharded run knows.
+    save(
+        root,
+        &shard("s1", 1, 2, &[("a", passed(10)), ("new", passed(5))]),
+    )
+    .unwrap();
+    save(
+        root,
+        &shard("s1b", 1, 2, &[("a", End::Ran(Outcome::Failed, 20, None))]),
+    )
+    .unwrap();
+    assert_eq!(
+        durations_from(&file).unwrap(),
+        before,
+        "what shards record does not move the durations shards balance by"
+    );
+    let known = load_names(root, &["a", "b", "new"]);
+    assert_eq!(known.durations(), before, "Known::durations agrees");
+    // Everything else still sees the shards' results: order, ETAs, --rerun-failed.
+    let a = &known.units["l/c/a"];
+    assert_eq!(a.results.len(), 3);
+    assert_eq!(a.results[0].partition.as_deref(), Some("1/2"));
+    assert!(a.failed_last() && a.left_to_rerun());
+    assert_eq!(a.expected(), Some(Duration::from_millis(505)));
+    assert_eq!(a.unsharded().results.len(), 1);
+    assert_eq!(
+        known.units["l/c/new"].expected(),
+        Some(Duration::from_millis(5))
+    );
+    let h = History::open_existing(&file).unwrap().unwrap();
+    let runs = h.runs(10).unwrap();
+    let labels: Vec<Option<&str>> = runs.iter().map(|r| r.partition.as_deref()).collect();
+    assert_eq!(labels, [Some("1/2"), Some("1/2"), None], "newest first");
+    // A run that is not a shard is a new input.
+    save(
+        root,
+        &run("full2", RunOutcome::Passed, &[("a", passed(3000))]),
+    )
+    .unwrap();
+    assert_eq!(
+        durations_from(&file).unwrap()["l/c/a"],
+        Duration::from_millis(2000),
+        "median of 1000 and 3000"
+    );
+}
+
+#[test]
+fn shards_never_prune_the_results_balancing_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    save(
+        root,
+        &run("full", RunOutcome::Passed, &[("a", passed(700))]),
+    )
+    .unwrap();
+    for i in 0..KEEP_RESULTS_PER_UNIT + 5 {
+        save(root, &shard(&format!("s{i:02}"), 1, 2, &[("a", passed(5))])).unwrap();
+    }
+    let known = load_names(root, &["a"]);
+    let a = &known.units["l/c/a"];
+    assert_eq!(
+        a.results.iter().filter(|r| r.partition.is_some()).count(),
+        KEEP_RESULTS_PER_UNIT,
+        "shards keep their own last N"
+    );
+    assert_eq!(a.unsharded().results.len(), 1, "the unsharded result stays");
+    assert_eq!(
+        durations_from(&path(root)).unwrap()["l/c/a"],
+        Duration::from_millis(700)
+    );
+    // Runs that are not shards prune their own kind only.
+    for i in 0..KEEP_RESULTS_PER_UNIT {
+        save(
+            root,
+            &run(
+                &format!("f{i:02}"),
+                RunOutcome::Passed,
+                &[("a", passed(900))],
+            ),
+        )
+        .unwrap();
+    }
+    let a = load_names(root, &["a"]).units.remove("l/c/a").unwrap();
+    assert_eq!(a.unsharded().results.len(), KEEP_RESULTS_PER_UNIT);
+    assert_eq!(a.results.len(), 2 * KEEP_RESULTS_PER_UNIT);
+    assert_eq!(a.unsharded().expected(), Some(Duration::from_millis(900)));
+}
+
+#[test]
+fn a_version_1_database_is_migrated_and_its_runs_count_as_unsharded() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = path(dir.path());
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    // What a runner of schema version 1 wrote.
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+        CREATE TABLE runs (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE,
+            started_at TEXT NOT NULL, finished_at TEXT, mode TEXT NOT NULL,
+            environment TEXT NOT NULL, outcome TEXT, exit_code INTEGER, duration_ms INTEGER,
+            slots INTEGER NOT NULL, units INTEGER NOT NULL, passed INTEGER NOT NULL,
+            failed INTEGER NOT NULL, skipped INTEGER NOT NULL, flaky INTEGER NOT NULL);
+        CREATE TABLE results (
+            run_seq INTEGER NOT NULL, unit_id TEXT NOT NULL, outcome TEXT NOT NULL,
+            duration_ms INTEGER, attempts INTEGER NOT NULL, flaky INTEGER NOT NULL,
+            peak_memory_mb INTEGER);
+        CREATE UNIQUE INDEX results_by_unit ON results (unit_id, run_seq);
+        CREATE INDEX results_by_run ON results (run_seq);
+        INSERT INTO runs VALUES (1, 'old', '2025-01-01T00:00:00Z', NULL, 'layers', 'test',
+            'passed', 0, 10, 1, 1, 1, 0, 0, 0);
+        INSERT INTO results VALUES (1, 'l/c/a', 'passed', 1234, 1, 0, NULL);
+        PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(
+        durations_from(&file).unwrap()["l/c/a"],
+        Duration::from_millis(1234),
+        "old runs are read as runs that were not shards"
+    );
+    save(dir.path(), &shard("s1", 1, 2, &[("a", passed(10))])).unwrap();
+    assert_eq!(
+        durations_from(&file).unwrap()["l/c/a"],
+        Duration::from_millis(1234)
+    );
+    let h = History::open_existing(&file).unwrap().unwrap();
+    let version: i64 = h
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, db::SCHEMA_VERSION);
+    assert_eq!(h.run_count().unwrap(), 2);
+    // Opening it again (another runner, later) changes nothing.
+    drop(h);
+    let h = History::open_existing(&file).unwrap().unwrap();
+    assert_eq!(h.runs(5).unwrap()[0].partition.as_deref(), Some("1/2"));
 }
