@@ -14,6 +14,7 @@
 //! - [`services`]: services layers require: probe, start, wait, stop.
 //! - [`exec`]: process spawning, process groups, timeouts, kill tree, output capture.
 //! - [`discover`]: units from commands.
+//! - [`ingest`]: inputs read during a run (a unit's JUnit file).
 //! - [`report`]: console, JSON lines, run directory, status views.
 //! - [`server`]: the progress server (WebSocket, viewer page, metrics) and `runner watch`.
 //! - [`store`]: history (`.runner/history.sqlite`): past durations, outcomes and memory per unit.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod event;
 pub mod exec;
 pub mod exit_code;
+pub mod ingest;
 pub mod logging;
 pub mod plan;
 pub mod report;

@@ -36,8 +36,8 @@ use crate::config::{Category, Config, FailFast, LayerMode, LeakPolicy, UnitKind}
 use crate::discover::{Unit, UnitSpec};
 use crate::event::{EventKind, Outcome};
 use crate::exec::{self, ExecLimits, ExecResult, StopHandle, StopReason, Termination, UnitCommand};
+use crate::ingest::junit as junit_import;
 use crate::plan::{Hints, PlannedCategory, PlannedLayer, StartRank};
-use crate::report::junit_import;
 
 pub use crate::event::StopCause;
 

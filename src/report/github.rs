@@ -13,9 +13,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::junit_import;
 use crate::config::Config;
 use crate::event::{Outcome, RunState, UnitState, UnitStatus};
+use crate::ingest::junit as junit_import;
 
 /// At most this many annotations are printed (GitHub shows 10 per step, 50 per job).
 pub const MAX_ANNOTATIONS: usize = 50;

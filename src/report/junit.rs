@@ -31,9 +31,9 @@ use quick_junit::{
     FlakyOrRerun, NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 
-use super::junit_import::{self, UNIT_PROPERTY, UNIT_TIME_PROPERTY};
 pub use super::junit_merge::{merge, merge_command, read_report};
 use crate::event::{CaseOutcome, CaseRerun, CaseState, Outcome, RunState, UnitState, UnitStatus};
+use crate::ingest::junit::{self as junit_import, UNIT_PROPERTY, UNIT_TIME_PROPERTY};
 
 /// Suite property of a shard's report (`--partition K/N`): `K/N`.
 pub const PARTITION_PROPERTY: &str = "runner.partition";

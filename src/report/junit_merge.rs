@@ -29,8 +29,8 @@ use super::junit::{
     DIGEST_PROPERTY, MAX_TEXT_BYTES, PARTITION_PROPERTY, PLANNED_PROPERTY, case_kind, message, ms,
     to_xml, xml_text,
 };
-use super::junit_import::{self, ImportedCase, UNIT_PROPERTY};
 use crate::event::CaseOutcome;
+use crate::ingest::junit::{self as junit_import, ImportedCase, UNIT_PROPERTY};
 
 /// Reads a JUnit file for merging: quick-junit's reader for `<testsuites>` files (the
 /// runner's own, nextest's), the tolerant importer for anything else (bare

@@ -7,7 +7,6 @@
 //! - [`agents_file`]: a run's agents' health beside its `run.json` (`agents.json`).
 //! - [`junit`]: JUnit XML out (`--junit PATH`).
 //! - [`junit_merge`]: `runner merge-junit`, and what it checks of the shards it merges.
-//! - [`junit_import`]: JUnit XML in (`{junit}` in a command), and durations for `--partition`.
 //! - [`github`]: GitHub Actions annotations and job summary.
 
 pub mod agents_file;
@@ -16,6 +15,5 @@ pub mod files;
 pub mod github;
 pub mod jsonl;
 pub mod junit;
-pub mod junit_import;
 pub mod junit_merge;
 pub mod out;

@@ -537,7 +537,7 @@ fn apply_partition(cli: &Cli, mut plan: Plan) -> Plan {
         let read = if crate::store::is_database(path) {
             crate::store::durations_from(path).map_err(|e| e.to_string())
         } else {
-            crate::report::junit_import::durations_from(path)
+            crate::ingest::junit::durations_from(path)
         };
         match read {
             Ok(d) => durations = d,
