@@ -460,3 +460,62 @@ layers:
     );
     assert!(!project.path("ran.txt").exists());
 }
+
+/// Foreground first (the measured defect: with 2 slots, four background units took both
+/// slots at once and the fast layer's 2 ms unit waited 2 s). The fast unit now starts
+/// before any background unit has finished, background units never hold more than
+/// `background_max_slots` (all slots but one) at once, and every unit still runs.
+#[test]
+fn in_hybrid_mode_the_fast_layer_never_waits_for_background_units() {
+    let project = Project::new();
+    project.layers(
+        r#"
+version: 1
+categories:
+  quick: { command: "true" }
+  e2e_a: { command: "sleep 1" }
+  e2e_b: { command: "sleep 1" }
+  e2e_c: { command: "sleep 1" }
+  e2e_d: { command: "sleep 1" }
+layers:
+  - name: fast
+    categories: [quick]
+  - name: e2e
+    background: true
+    execution_mode: parallel
+    categories: [e2e_a, e2e_b, e2e_c, e2e_d]
+"#,
+    );
+    let out = project
+        .runner()
+        .args(["--execution-mode", "hybrid", "--jobs", "2"])
+        .run();
+    out.assert_code(0).assert_counts_line(5, 0, 0);
+    let (events, _) = check_run(&project, &out);
+    let quick_started = position(&events, "the fast unit's start", |e| {
+        e["type"] == "test_started" && e["unit"] == "fast/quick/quick"
+    });
+    let first_background_end = position(&events, "a background unit's end", |e| {
+        e["type"] == "test_finished" && e["unit"].as_str().unwrap().starts_with("e2e/")
+    });
+    assert!(
+        quick_started < first_background_end,
+        "the fast unit waited for a background unit\n{}",
+        dump(&events)
+    );
+    // Never more than one background unit at once with 2 slots.
+    let mut running = 0i32;
+    for e in &events {
+        let background = e["unit"].as_str().is_some_and(|u| u.starts_with("e2e/"));
+        match e["type"].as_str() {
+            Some("test_started") if background => running += 1,
+            Some("test_finished") if background => running -= 1,
+            _ => {}
+        }
+        assert!(
+            running <= 1,
+            "two background units at once\n{}",
+            dump(&events)
+        );
+    }
+}
