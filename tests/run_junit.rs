@@ -53,15 +53,13 @@ print(json.dumps(out))
     {
         Ok(out) => out,
         Err(e) => {
-            eprintln!("note: python3 not available ({e}); junitparser checks skipped");
+            skip_without("python3", &format!("{e}"));
             return None;
         }
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     if stdout.trim() == "NO_JUNITPARSER" {
-        eprintln!(
-            "note: junitparser is not installed (python3 -m pip install junitparser); its checks are skipped"
-        );
+        skip_without("junitparser", "python3 -m pip install junitparser");
         return None;
     }
     assert!(
@@ -80,7 +78,7 @@ fn has_pytest() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("note: pytest is not installed (python3 -m pip install pytest); test skipped");
+        skip_without("pytest", "python3 -m pip install pytest");
     }
     ok
 }

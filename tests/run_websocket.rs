@@ -930,7 +930,7 @@ async fn dom(page: &mut Ws, id: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_in_headless_chromium_shows_layers_and_final_counts() {
     if !Path::new(CHROMIUM).exists() {
-        eprintln!("SKIPPED: {CHROMIUM} is not installed (apt-get install -y chromium)");
+        skip_without(CHROMIUM, "apt-get install -y chromium");
         return;
     }
     let p = project(8, true);

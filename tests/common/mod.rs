@@ -848,3 +848,15 @@ pub fn sh_wait_for(path: &str) -> String {
         "i=0; while [ ! -e {path} ]; do i=$((i+1)); if [ $i -gt 400 ]; then echo 'gave up waiting for {path}'; exit 97; fi; sleep 0.05; done"
     )
 }
+
+/// A test that needs an optional tool that is missing: says so on stderr (visible with
+/// `--nocapture` and in the test's output) and returns; under `CI=true` (where `.ci/run`
+/// installs every such tool) it fails instead, so nothing passes silently in CI.
+#[track_caller]
+pub fn skip_without(tool: &str, install: &str) {
+    let message = format!("SKIPPED: {tool} is not installed ({install})");
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{message}, and CI=true: CI must install it");
+    }
+    eprintln!("{message}");
+}
