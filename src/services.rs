@@ -48,8 +48,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const COMMAND_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest `stop` command.
 const STOP_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long SIGKILL is repeated before giving up on a service's processes.
-const KILL_PERSIST: Duration = Duration::from_secs(5);
 /// Lines of a service's log shown when it fails.
 const TAIL_LINES: usize = 20;
 
@@ -305,7 +303,7 @@ impl Services {
         } else {
             self.ctx.config.execution.kill_grace
         };
-        terminate(s.pgid, &s.token, grace, &self.ctx.kill_now).await;
+        exec::terminate(s.pgid, &s.token, grace, self.ctx.kill_now.cancelled()).await;
         // The group is empty: the leader may be reaped now.
         let _ = tokio::time::timeout(Duration::from_secs(5), s.child.wait()).await;
         self.emit(EventKind::ServiceStopped {
@@ -463,51 +461,6 @@ fn leader_exit(pid: u32) -> Option<i32> {
         return Some(-1);
     }
     crate::exec::exit_code_unreaped(pid).ok().flatten()
-}
-
-/// SIGTERM (and SIGCONT) to the service's processes, up to `grace` for them to go
-/// (cut short by `kill_now`), then SIGKILL until none is left.
-async fn terminate(
-    pgid: u32,
-    token: &str,
-    grace: Duration,
-    kill_now: &tokio_util::sync::CancellationToken,
-) {
-    let members = |pgid: u32, token: String| async move {
-        tokio::task::spawn_blocking(move || exec::unit_processes(pgid, &token))
-            .await
-            .unwrap_or_default()
-    };
-    if members(pgid, token.to_string()).await.is_empty() {
-        return;
-    }
-    exec::kill_unit_tree(pgid, token, Signal::SIGTERM);
-    exec::kill_unit_tree(pgid, token, Signal::SIGCONT);
-    let deadline = Instant::now() + grace;
-    let mut poll = Duration::from_millis(5);
-    while Instant::now() < deadline {
-        tokio::select! {
-            _ = kill_now.cancelled() => break,
-            _ = tokio::time::sleep(poll) => {}
-        }
-        poll = (poll * 2).min(Duration::from_millis(50));
-        if members(pgid, token.to_string()).await.is_empty() {
-            return;
-        }
-    }
-    let give_up = Instant::now() + KILL_PERSIST;
-    loop {
-        exec::kill_unit_tree(pgid, token, Signal::SIGKILL);
-        let left = members(pgid, token.to_string()).await;
-        if left.is_empty() {
-            return;
-        }
-        if Instant::now() >= give_up {
-            tracing::warn!(pgid, ?left, "service processes survived SIGKILL");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One readiness check.

@@ -17,6 +17,9 @@ use crate::bus::EventBus;
 use crate::config::agents::ExternalAgent;
 use crate::event::EventKind;
 
+/// Between SIGTERM and SIGKILL for an external agent that does not exit by itself.
+const AGENT_KILL_GRACE: Duration = Duration::from_secs(1);
+
 /// How long an external agent may take to finish after its stdin closed.
 const FINISH_GRACE: Duration = Duration::from_secs(5);
 
@@ -49,10 +52,13 @@ async fn feed(
             },
         );
     };
+    // Marked like a unit, so the terminate sequence finds what it leaves behind.
+    let token = format!("{}:agent:{}", bus.run_id(), agent.name);
     let mut child = match Command::new("/bin/sh")
         .arg("-c")
         .arg(&agent.command)
         .current_dir(&root)
+        .env("RUNNER_UNIT_TOKEN", &token)
         .process_group(0)
         .stdin(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -90,8 +96,10 @@ async fn feed(
         .await
         .is_err()
     {
+        // Still running after its stdin closed: the one terminate sequence (SIGTERM,
+        // a short grace, SIGKILL), whatever it started included.
         if let Some(pid) = child.id() {
-            crate::exec::kill_unit_tree(pid, "", crate::exec::Signal::SIGKILL);
+            crate::exec::terminate(pid, &token, AGENT_KILL_GRACE, std::future::pending()).await;
         }
         let _ = child.wait().await;
     }

@@ -16,12 +16,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::time::Instant;
 
 use super::state::read_stat;
-
-/// How long SIGKILL is repeated before giving up.
-const KILL_PERSIST: Duration = Duration::from_secs(5);
 
 /// `(pid, start time)` of every live process of run `id`. `session`: the worker's
 /// `(pid, start time)` when known.
@@ -79,44 +75,59 @@ pub(crate) fn signal(pid: u32, start_time: u64, sig: Signal) -> bool {
     }
 }
 
-/// SIGTERM (and SIGCONT) to every process of run `id`, up to `grace` for them to
-/// go, then SIGKILL until none is left. Returns how many there were.
+/// The processes of a detached background run: every process carrying its marker
+/// (`RUNNER_BACKGROUND_ID`), or in its worker's session; each re-checked by start time.
+struct RunProcesses {
+    id: String,
+    session: Option<(u32, u64)>,
+    termed: std::collections::HashSet<(u32, u64)>,
+}
+
+impl crate::exec::Targets for RunProcesses {
+    type Proc = (u32, u64);
+
+    fn scan(&self) -> impl std::future::Future<Output = Vec<(u32, u64)>> + Send {
+        let (id, session) = (self.id.clone(), self.session);
+        async move {
+            tokio::task::spawn_blocking(move || members(&id, session))
+                .await
+                .unwrap_or_default()
+        }
+    }
+
+    fn term(&mut self, found: &[(u32, u64)]) {
+        for &(pid, start) in found {
+            if self.termed.insert((pid, start)) {
+                signal(pid, start, Signal::SIGTERM);
+                signal(pid, start, Signal::SIGCONT);
+            }
+        }
+    }
+
+    fn kill(&mut self, found: &[(u32, u64)]) {
+        for &(pid, start) in found {
+            signal(pid, start, Signal::SIGKILL);
+        }
+    }
+
+    fn describe(&self, found: &[(u32, u64)]) -> String {
+        format!("background run {}: {found:?}", self.id)
+    }
+}
+
+/// Every process of run `id` through the one terminate sequence
+/// ([`crate::exec::terminate_targets`]). Returns how many there were.
 pub(crate) async fn kill_all(id: &str, session: Option<(u32, u64)>, grace: Duration) -> usize {
-    let scan = |id: String| async move {
-        tokio::task::spawn_blocking(move || members(&id, session))
-            .await
-            .unwrap_or_default()
+    let mut targets = RunProcesses {
+        id: id.to_string(),
+        session,
+        termed: Default::default(),
     };
-    let first = scan(id.to_string()).await;
+    let first = crate::exec::Targets::scan(&targets).await;
     if first.is_empty() {
         return 0;
     }
-    for &(pid, start) in &first {
-        signal(pid, start, Signal::SIGTERM);
-        signal(pid, start, Signal::SIGCONT);
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if scan(id.to_string()).await.is_empty() {
-            return first.len();
-        }
-    }
-    let give_up = Instant::now() + KILL_PERSIST;
-    loop {
-        let left = scan(id.to_string()).await;
-        if left.is_empty() {
-            break;
-        }
-        if Instant::now() >= give_up {
-            tracing::warn!(?left, "background run processes survived SIGKILL");
-            break;
-        }
-        for &(pid, start) in &left {
-            signal(pid, start, Signal::SIGKILL);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::exec::terminate_targets(&mut targets, grace, std::future::pending()).await;
     first.len()
 }
 

@@ -65,6 +65,7 @@ pub use spec::{ExecLimits, UnitCommand};
 pub use stop::{StopHandle, StopReason};
 pub(crate) use unix::exit_code_unreaped;
 pub use unix::kill_unit_tree;
+pub(crate) use unix::{Targets, terminate, terminate_targets};
 
 /// The environment variable that marks every process of a unit.
 pub const TOKEN_ENV: &str = "RUNNER_UNIT_TOKEN";

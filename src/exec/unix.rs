@@ -326,29 +326,35 @@ async fn members(pgid: u32, token: &str) -> Vec<ProcInfo> {
         .unwrap_or_default()
 }
 
-/// The stop sequence: SIGTERM (and SIGCONT) to the group and to every escapee, wait up
-/// to `grace` (returning early once nothing is alive, or when `kill_now` resolves), then
-/// SIGKILL until nothing is alive. Returns false if something survived [`KILL_PERSIST`].
-pub(crate) async fn terminate(
-    pgid: u32,
-    token: &str,
+/// What the terminate sequence stops: a set of processes it can find again and signal.
+/// Units and services are a process group plus its escapees ([`UnitTree`]); a detached
+/// background run is every process carrying its marker (`background::sweep`).
+pub(crate) trait Targets {
+    /// A process found by a scan.
+    type Proc: Send + 'static;
+    /// One scan: what is alive now.
+    fn scan(&self) -> impl std::future::Future<Output = Vec<Self::Proc>> + Send;
+    /// SIGTERM (and SIGCONT, so a stopped process can act on it) to what `found` holds
+    /// that has not had it yet: a handler should not run twice.
+    fn term(&mut self, found: &[Self::Proc]);
+    /// SIGKILL to everything `found` holds (and anything the set can reach without a scan).
+    fn kill(&mut self, found: &[Self::Proc]);
+    /// Names the survivors in the log when SIGKILL did not end them.
+    fn describe(&self, found: &[Self::Proc]) -> String;
+}
+
+/// The one terminate sequence, for units, services and background runs alike: SIGTERM
+/// (and SIGCONT) to everything, wait up to `grace` (returning early once nothing is
+/// alive, or when `kill_now` resolves; whatever appeared since gets its SIGTERM too),
+/// then SIGKILL rounds until a scan is empty. Returns false if something survived
+/// [`KILL_PERSIST`] of SIGKILL.
+pub(crate) async fn terminate_targets<T: Targets>(
+    targets: &mut T,
     grace: Duration,
     kill_now: impl std::future::Future<Output = ()>,
 ) -> bool {
-    // Escapees get SIGTERM individually, once each (a handler should not run twice).
-    let mut warned: HashSet<(u32, u64)> = HashSet::new();
-    let mut term_escapees = |procs: &[ProcInfo]| {
-        for p in procs.iter().filter(|p| p.pgrp != pgid) {
-            if warned.insert((p.pid, p.start_time)) {
-                signal_process(p, Signal::SIGTERM);
-                signal_process(p, Signal::SIGCONT);
-            }
-        }
-    };
-    signal_group(pgid, Signal::SIGTERM);
-    signal_group(pgid, Signal::SIGCONT);
-    term_escapees(&members(pgid, token).await);
-
+    let first = targets.scan().await;
+    targets.term(&first);
     let deadline = Instant::now() + grace;
     tokio::pin!(kill_now);
     while Instant::now() < deadline {
@@ -358,39 +364,97 @@ pub(crate) async fn terminate(
             () = &mut kill_now => break,
             () = sleep_until(step) => {}
         }
-        let procs = members(pgid, token).await;
+        let procs = targets.scan().await;
         if procs.is_empty() {
             return true;
         }
         // Processes forked, or escaped, since the previous scan.
-        term_escapees(&procs);
+        targets.term(&procs);
     }
-    kill_until_gone(pgid, token).await
-}
-
-/// SIGKILL rounds (group, then every process a fresh scan finds) until a scan is empty.
-async fn kill_until_gone(pgid: u32, token: &str) -> bool {
     let give_up = Instant::now() + KILL_PERSIST;
+    let mut procs = Vec::new();
     loop {
-        signal_group(pgid, Signal::SIGKILL);
-        let procs = members(pgid, token).await;
+        targets.kill(&procs);
+        procs = targets.scan().await;
         if procs.is_empty() {
             return true;
         }
         if Instant::now() >= give_up {
-            let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
             tracing::warn!(
-                pgid,
-                ?pids,
-                "unit processes survived SIGKILL (uninterruptible sleep?)"
+                survivors = targets.describe(&procs),
+                "processes survived SIGKILL (uninterruptible sleep?)"
             );
             return false;
         }
-        for p in &procs {
-            signal_process(p, Signal::SIGKILL);
-        }
+        targets.kill(&procs);
         sleep(KILL_ROUND_PAUSE).await;
     }
+}
+
+/// A unit's (or a service's) processes: its process group, and escapees found by the
+/// `RUNNER_UNIT_TOKEN` in their environment or by parent links.
+pub(crate) struct UnitTree {
+    pgid: u32,
+    token: String,
+    /// Escapees already sent SIGTERM.
+    warned: HashSet<(u32, u64)>,
+    group_termed: bool,
+}
+
+impl UnitTree {
+    /// The processes of the unit whose group is `pgid` and whose marker is `token`.
+    pub(crate) fn new(pgid: u32, token: &str) -> Self {
+        Self {
+            pgid,
+            token: token.to_string(),
+            warned: HashSet::new(),
+            group_termed: false,
+        }
+    }
+}
+
+impl Targets for UnitTree {
+    type Proc = ProcInfo;
+
+    fn scan(&self) -> impl std::future::Future<Output = Vec<ProcInfo>> + Send {
+        members(self.pgid, &self.token)
+    }
+
+    fn term(&mut self, found: &[ProcInfo]) {
+        if !self.group_termed {
+            self.group_termed = true;
+            signal_group(self.pgid, Signal::SIGTERM);
+            signal_group(self.pgid, Signal::SIGCONT);
+        }
+        for p in found.iter().filter(|p| p.pgrp != self.pgid) {
+            if self.warned.insert((p.pid, p.start_time)) {
+                signal_process(p, Signal::SIGTERM);
+                signal_process(p, Signal::SIGCONT);
+            }
+        }
+    }
+
+    fn kill(&mut self, found: &[ProcInfo]) {
+        signal_group(self.pgid, Signal::SIGKILL);
+        for p in found {
+            signal_process(p, Signal::SIGKILL);
+        }
+    }
+
+    fn describe(&self, found: &[ProcInfo]) -> String {
+        let pids: Vec<u32> = found.iter().map(|p| p.pid).collect();
+        format!("group {}: {pids:?}", self.pgid)
+    }
+}
+
+/// The stop sequence of a unit or service ([`terminate_targets`] on its [`UnitTree`]).
+pub(crate) async fn terminate(
+    pgid: u32,
+    token: &str,
+    grace: Duration,
+    kill_now: impl std::future::Future<Output = ()>,
+) -> bool {
+    terminate_targets(&mut UnitTree::new(pgid, token), grace, kill_now).await
 }
 
 #[cfg(test)]
