@@ -1,6 +1,7 @@
 //! The five agents the master controller supervises, and what they share: health.
 //!
-//! - [`test_orchestrator`]: plans the run; owns fail-fast and success criteria.
+//! - [`test_orchestrator`]: plans the run; judges a layer against its success criteria
+//!   ([`test_orchestrator::evaluate`], applied by the dispatcher).
 //! - [`layer_executor`]: runs a layer's units with modes, limits, retries, timeouts,
 //!   behind a [`layer_worker`] the dispatcher commands.
 //! - background_e2e: runs background layers alongside the foreground, at a lower
@@ -9,9 +10,9 @@
 //! - [`resource_manager`]: slots and memory budgets; admits every unit.
 //! - [`external`]: external agents from `agents/*.yaml` with a `command:`.
 //!
-//! Every agent is a long-lived task behind a handle, with a [`Health`] record that
-//! it heartbeats; the controller watches heartbeats and reports changes as
-//! `agent_health` events.
+//! Every agent is a long-lived task behind a handle, with a [`Health`] record its own
+//! loop writes (a heartbeat per tick of that loop, errors as they happen); the
+//! dispatcher watches them and reports changes as `agent_health` events.
 
 pub mod external;
 pub mod layer_executor;
@@ -196,24 +197,6 @@ impl AgentHandle {
         }
         self.health.set(HealthStatus::Stopped);
     }
-}
-
-/// Spawn the heartbeat loop every agent runs beside its work: it beats every
-/// `every` until `shutdown`, proving the agent's task is scheduled.
-pub fn spawn_heartbeat(
-    health: Arc<Health>,
-    shutdown: CancellationToken,
-    every: Duration,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => health.heartbeat(),
-            }
-        }
-    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{AgentHandle, Health, names, spawn_heartbeat};
+use super::{AgentHandle, Health, names};
 use crate::bus::EventBus;
 use crate::cli::ProgressMode;
 use crate::event::EventKind;
@@ -126,11 +126,32 @@ pub fn start(bus: &EventBus, settings: StreamerSettings) -> (Streamer, AgentHand
         .server
         .as_ref()
         .and_then(|s| start_server(bus, s, &health));
-    let beat = spawn_heartbeat(
-        Arc::clone(&health),
-        shutdown.clone(),
-        Duration::from_millis(500),
-    );
+    // Its own loop writes its health: it beats while its outputs run, and records an
+    // output that ended before the run closed the bus (a crashed console or event file).
+    let outputs = [
+        ("console", console.abort_handle()),
+        ("event files", files.abort_handle()),
+    ];
+    let beat = {
+        let (health, shutdown) = (Arc::clone(&health), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut reported = [false; 2];
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                for (i, (name, output)) in outputs.iter().enumerate() {
+                    if output.is_finished() && !reported[i] {
+                        reported[i] = true;
+                        health.error(format!("the {name} output ended"));
+                    }
+                }
+                health.heartbeat();
+            }
+        })
+    };
     (
         Streamer {
             console,

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{AgentHandle, Health, names, spawn_heartbeat};
+use super::{AgentHandle, Health, names};
 use crate::cli::LayerSelection;
 use crate::config::{Category, Config, Layer};
 use crate::event::{Outcome, RunState, UnitStatus};
@@ -52,26 +52,35 @@ pub fn start(config: Arc<Config>, opts: PlanOptions) -> (OrchestratorHandle, Age
     let (tx, mut rx) = mpsc::unbounded_channel::<(PlanRequest, Reply)>();
     let health = Health::new(names::ORCHESTRATOR);
     let shutdown = CancellationToken::new();
-    let beat = spawn_heartbeat(Arc::clone(&health), shutdown.clone(), {
+    let every = {
         use crate::config::agents::Manifest;
         config.agents.test_orchestrator.common().heartbeat()
-    });
+    };
     let task_shutdown = shutdown.clone();
     let task_health = Arc::clone(&health);
     let task = tokio::spawn(async move {
+        // Its own loop writes its health: a heartbeat on every tick while it is
+        // scheduled; a plan is made on the blocking pool while the loop goes on beating.
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
+        // The plan being made (one at a time), and where its answer goes.
+        let mut planning: Option<(tokio::task::JoinHandle<Result<Plan, PlanError>>, Reply)> = None;
         loop {
             tokio::select! {
                 _ = task_shutdown.cancelled() => break,
-                msg = rx.recv() => {
+                _ = tick.tick() => task_health.heartbeat(),
+                msg = rx.recv(), if planning.is_none() => {
                     let Some((req, reply)) = msg else { break };
                     // Planning may build Rust tests (nextest discovery): off the async workers.
                     let (config, opts) = (Arc::clone(&config), opts.clone());
-                    let result = tokio::task::spawn_blocking(move || match &req {
+                    let job = tokio::task::spawn_blocking(move || match &req {
                         PlanRequest::Layers(sel) => plan::plan_layers(&config, sel, &opts),
                         PlanRequest::Legacy(cats) => plan::plan_legacy(&config, cats, &opts),
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(PlanError {
+                    });
+                    planning = Some((job, reply));
+                }
+                done = async { (&mut planning.as_mut().expect("planning").0).await }, if planning.is_some() => {
+                    let (_, reply) = planning.take().expect("planning");
+                    let result = done.unwrap_or_else(|e| Err(PlanError {
                         message: format!("planning failed: {e}"),
                         kind: plan::PlanErrorKind::Infrastructure,
                     }));
@@ -82,7 +91,6 @@ pub fn start(config: Arc<Config>, opts: PlanOptions) -> (OrchestratorHandle, Age
                 }
             }
         }
-        beat.abort();
     });
     (
         OrchestratorHandle { tx },
