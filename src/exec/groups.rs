@@ -37,7 +37,7 @@ pub fn terminate_tracked_groups(grace: Duration) {
     }
     let until = Instant::now() + grace;
     while Instant::now() < until {
-        let alive = groups().into_iter().any(super::unix::signal_group_alive);
+        let alive = groups().into_iter().any(group_has_live_members);
         if !alive {
             return;
         }
@@ -46,6 +46,17 @@ pub fn terminate_tracked_groups(grace: Duration) {
     for pgid in groups() {
         super::unix::signal_group(pgid, Signal::SIGKILL);
     }
+}
+
+/// Whether a process of group `pgid` is alive and not a zombie: the runner is a child
+/// subreaper, so a killed build's orphans can be its own zombies for a moment, and a
+/// group made only of zombies is gone for this purpose. (`kill(-pgid, 0)` counts
+/// zombies; this reads `/proc`, on the interrupt path only.)
+fn group_has_live_members(pgid: u32) -> bool {
+    super::unix::signal_group_alive(pgid)
+        && super::procfs::snapshot()
+            .iter()
+            .any(|p| p.pgrp == pgid && p.state != 'Z')
 }
 
 #[cfg(test)]
@@ -71,6 +82,6 @@ mod tests {
         drop(guard);
         // Nothing of the group is left (the background sleep included).
         std::thread::sleep(Duration::from_millis(100));
-        assert!(!super::super::unix::signal_group_alive(pgid));
+        assert!(!group_has_live_members(pgid));
     }
 }

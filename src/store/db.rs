@@ -156,8 +156,21 @@ impl History {
             conn,
             path: path.to_path_buf(),
         };
-        history.prepare().map_err(err)?;
-        Ok(history)
+        // Switching a new database to WAL (and a first migration) can meet another
+        // runner doing the same; SQLite then answers "busy" without calling the busy
+        // handler, so the first open retries for up to the busy timeout.
+        let began = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            match history.prepare() {
+                Ok(()) => return Ok(history),
+                Err(e) if is_busy(&e) && began.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
     }
 
     /// WAL mode, then the schema (created once, under the write lock).
@@ -222,4 +235,12 @@ impl History {
     pub(super) fn err(&self, e: rusqlite::Error) -> StoreError {
         StoreError::from_sqlite(&self.path, e)
     }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
