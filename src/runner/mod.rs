@@ -271,16 +271,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             config: config.source.display().to_string(),
             layers: plan.layers().map(|l| l.layer.name.clone()).collect(),
             slots,
-            units: plan
-                .units()
-                .map(|u| PlannedUnit {
-                    id: u.id.clone(),
-                    layer: u.layer.clone(),
-                    category: u.category.clone(),
-                    name: u.name.clone(),
-                    expected_ms: hints.expected(&u.id).map(|d| d.as_millis() as u64),
-                })
-                .collect(),
+            units: planned_units(&plan, &hints),
             pid: std::process::id(),
         },
     );
@@ -506,6 +497,19 @@ fn record_late_fault(
     ) {
         eprintln!("runner: cannot write summary: {e}");
     }
+}
+
+/// Every unit of `plan` as `run_started` announces it, with its expected duration.
+pub(crate) fn planned_units(plan: &Plan, hints: &crate::plan::Hints) -> Vec<PlannedUnit> {
+    plan.units()
+        .map(|u| PlannedUnit {
+            id: u.id.clone(),
+            layer: u.layer.clone(),
+            category: u.category.clone(),
+            name: u.name.clone(),
+            expected_ms: hints.expected(&u.id).map(|d| d.as_millis() as u64),
+        })
+        .collect()
 }
 
 /// Log the runner's own CPU time and peak memory (children excluded): the figure the

@@ -22,7 +22,7 @@ use crate::agents::{Health, names};
 use crate::bus::EventBus;
 use crate::cli::LayerSelection;
 use crate::config::{self, LoadOptions};
-use crate::event::{EventKind, Outcome, PlannedUnit, RunOutcome, RunState, UnitStatus, Verdict};
+use crate::event::{EventKind, Outcome, RunOutcome, RunState, UnitStatus, Verdict};
 use crate::exec::{
     CapturedOutput, ExecLimits, ExecResult, Launcher, StopHandle, Termination, UnitCommand,
 };
@@ -133,16 +133,7 @@ async fn run_with(
             config: path.display().to_string(),
             layers: plan.layers().map(|l| l.layer.name.clone()).collect(),
             slots,
-            units: plan
-                .units()
-                .map(|u| PlannedUnit {
-                    id: u.id.clone(),
-                    layer: u.layer.clone(),
-                    category: u.category.clone(),
-                    name: u.name.clone(),
-                    expected_ms: None,
-                })
-                .collect(),
+            units: super::planned_units(&plan, &Hints::default()),
             pid: 1,
         },
     );
