@@ -75,8 +75,7 @@ pub fn start(ctx: Arc<RunContext>, settings: WorkerSettings) -> (LayerWorker, Ag
     let (loop_health, loop_shutdown) = (Arc::clone(&health), shutdown.clone());
     let task = tokio::spawn(async move {
         let mut running: JoinSet<LayerRunReport> = JoinSet::new();
-        let mut replies: HashMap<tokio::task::Id, (String, oneshot::Sender<LayerReply>)> =
-            HashMap::new();
+        let mut replies: HashMap<tokio::task::Id, oneshot::Sender<LayerReply>> = HashMap::new();
         let mut tick = tokio::time::interval(settings.heartbeat.max(Duration::from_millis(10)));
         let mut accepting = true;
         loop {
@@ -88,10 +87,9 @@ pub fn start(ctx: Arc<RunContext>, settings: WorkerSettings) -> (LayerWorker, Ag
                         accepting = false;
                         continue;
                     };
-                    let name = planned.layer.name.clone();
                     let ctx = Arc::clone(&ctx);
                     let handle = running.spawn(run_layer(ctx, planned, settings.nice));
-                    replies.insert(handle.id(), (name, reply));
+                    replies.insert(handle.id(), reply);
                 }
                 Some(done) = running.join_next_with_id() => {
                     let (id, reply) = match done {
@@ -101,11 +99,10 @@ pub fn start(ctx: Arc<RunContext>, settings: WorkerSettings) -> (LayerWorker, Ag
                             (e.id(), Err(format!("the layer's task failed: {e}")))
                         }
                     };
-                    if let Some((_, tx)) = replies.remove(&id) {
+                    if let Some(tx) = replies.remove(&id) {
                         let _ = tx.send(reply);
                     }
                 }
-                else => break,
             }
             if !accepting && running.is_empty() {
                 break;

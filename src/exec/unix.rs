@@ -372,10 +372,10 @@ pub(crate) async fn terminate_targets<T: Targets>(
         targets.term(&procs);
     }
     let give_up = Instant::now() + KILL_PERSIST;
-    let mut procs = Vec::new();
     loop {
-        targets.kill(&procs);
-        procs = targets.scan().await;
+        // What the set reaches without a scan (a unit's group), then what a scan finds.
+        targets.kill(&[]);
+        let procs = targets.scan().await;
         if procs.is_empty() {
             return true;
         }

@@ -102,7 +102,8 @@ struct Dispatcher {
     waiting_background: Vec<usize>,
     /// A foreground layer failed with a fail-fast that stops later layers.
     stopped_by: Option<String>,
-    running: JoinSet<(usize, LayerEnd)>,
+    running: JoinSet<LayerEnd>,
+    /// Which layer each running task runs.
     running_ids: HashMap<tokio::task::Id, usize>,
     services: Arc<Services>,
     executor: LayerWorker,
@@ -133,7 +134,8 @@ pub async fn dispatch(d: Dispatch, signals: &mut SignalSource) -> Verdict {
         executor,
         background_worker,
     );
-    let deadline = global_timeout.map(|t| tokio::time::Instant::now() + t);
+    // Taken when it passes: the stop is decided once, not on every turn of the loop.
+    let mut deadline = global_timeout.map(|t| tokio::time::Instant::now() + t);
     let mut supervisor = Supervisor::new(agents);
     let mut tick = tokio::time::interval(SUPERVISION_TICK);
     let mut interrupts = 0;
@@ -141,14 +143,11 @@ pub async fn dispatch(d: Dispatch, signals: &mut SignalSource) -> Verdict {
     while !me.finished() {
         tokio::select! {
             Some(joined) = me.running.join_next_with_id() => {
-                let (at, end) = match joined {
-                    Ok((_, (at, end))) => (at, end),
-                    Err(e) => {
-                        let at = me.running_ids.remove(&e.id()).unwrap_or(usize::MAX);
-                        (at, LayerEnd::Ran(Err(format!("the dispatcher's layer task failed: {e}"))))
-                    }
+                let (id, end) = match joined {
+                    Ok((id, end)) => (id, end),
+                    Err(e) => (e.id(), LayerEnd::Ran(Err(format!("the dispatcher's layer task failed: {e}")))),
                 };
-                if at != usize::MAX {
+                if let Some(at) = me.running_ids.remove(&id) {
                     me.layer_done(at, end);
                 }
                 me.advance();
@@ -158,7 +157,8 @@ pub async fn dispatch(d: Dispatch, signals: &mut SignalSource) -> Verdict {
                 interrupts += 1;
                 me.interrupt(interrupts);
             }
-            _ = sleep_until(deadline) => {
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                deadline = None;
                 ctx.stop(StopCause::GlobalTimeout);
                 me.advance();
             }
@@ -382,7 +382,7 @@ impl Dispatcher {
                 && runs_something
                 && let Err(e) = services.ensure(needed).await
             {
-                return (at, LayerEnd::ServiceFailed(e));
+                return LayerEnd::ServiceFailed(e);
             }
             let name = planned.layer.name.clone();
             ctx.bus.emit(
@@ -402,7 +402,7 @@ impl Dispatcher {
                     },
                 );
             }
-            (at, LayerEnd::Ran(worker.run(planned).await))
+            LayerEnd::Ran(worker.run(planned).await)
         });
         self.running_ids.insert(handle.id(), at);
         true
@@ -470,7 +470,6 @@ impl Dispatcher {
 
     /// A started layer came back: judge it.
     fn layer_done(&mut self, at: usize, end: LayerEnd) {
-        self.running_ids.retain(|_, v| *v != at);
         let (outcome, reason, ms) = match end {
             LayerEnd::ServiceFailed(e) => {
                 let reason = if e.cancelled {

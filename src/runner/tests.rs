@@ -190,7 +190,7 @@ async fn run_with(
             executor,
             background_worker,
             decisions,
-            global_timeout: None,
+            global_timeout: config.execution.global_timeout,
             agents: agents.iter().map(|a| Arc::clone(&a.health)).collect(),
             health_sink: None,
         },
@@ -364,6 +364,34 @@ layers:
     assert_eq!(
         outcome(&o, "slow"),
         (UnitStatus::Finished, Some(Outcome::Cancelled))
+    );
+    assert_eq!(outcome(&o, "next").0, UnitStatus::Skipped);
+    assert_invariant(&o);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_global_timeout_stops_the_run_once_and_every_unit_ends() {
+    let yaml = r#"
+version: 1
+execution: { global_timeout_minutes: 0.01 }
+categories:
+  slow: { command: "ok 60000" }
+  next: { command: "ok 1" }
+layers:
+  - name: first
+    categories: [slow]
+  - name: second
+    categories: [next]
+"#;
+    let o = run(yaml, 2, false, &[]).await;
+    assert_eq!(o.verdict.exit_code, exit_code::FAILED, "{:?}", o.verdict);
+    assert_eq!(
+        o.state.stop_cause,
+        Some(crate::event::StopCause::GlobalTimeout)
+    );
+    assert_eq!(
+        outcome(&o, "slow"),
+        (UnitStatus::Finished, Some(Outcome::Timeout))
     );
     assert_eq!(outcome(&o, "next").0, UnitStatus::Skipped);
     assert_invariant(&o);
