@@ -947,7 +947,9 @@ impl RunState {
         }
     }
 
-    fn record_internal_error(&mut self, task: &str, message: &str, unit: Option<&str>) {
+    /// Record an internal error as an `internal_error` event would (for a fault found
+    /// after `run_finished`, when the bus is closed).
+    pub(crate) fn record_internal_error(&mut self, task: &str, message: &str, unit: Option<&str>) {
         self.internal_error_count += 1;
         if self.internal_errors.len() < MAX_INTERNAL_ERRORS {
             self.internal_errors.push(InternalErrorRecord {

@@ -450,8 +450,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     if let Some(e) = history_error {
         eprintln!("runner: history: cannot record this run: {e}");
         if store_was_readable {
-            exit = exit_code::INFRASTRUCTURE;
-            record_late_fault(&run_dir, summary, "history", &e);
+            exit = record_late_fault(&run_dir, summary, "history", &e);
         }
     }
     if let Some(server) = progress_server {
@@ -466,37 +465,26 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     Ok(exit)
 }
 
-/// A fault found after `run_finished` (the history could not be written): the summary
-/// is rewritten with the `internal_error` and the exit code 3, so that no report of the
-/// run stays green.
+/// A fault found after `run_finished` (the history could not be written): recorded in
+/// the summary, which is rewritten with the verdict that follows (exit 3), so that no
+/// report of the run stays green. Returns that exit code.
 fn record_late_fault(
     run_dir: &std::path::Path,
     mut summary: crate::event::RunState,
     task: &str,
     message: &str,
-) {
-    let event = crate::event::Event {
-        v: crate::event::PROTOCOL_VERSION,
-        seq: summary.seq + 1,
-        ts: crate::bus::now_rfc3339(),
-        run_id: summary.run_id.clone(),
-        thread_id: None,
-        agent: names::CONTROLLER.to_string(),
-        kind: EventKind::InternalError {
-            task: task.to_string(),
-            message: message.to_string(),
-            unit: None,
-        },
-    };
-    summary.apply(&event);
-    summary.outcome = Some(crate::event::RunOutcome::Error);
-    summary.exit_code = Some(exit_code::INFRASTRUCTURE);
+) -> i32 {
+    summary.record_internal_error(task, message, None);
+    let verdict = summary.verdict();
+    summary.outcome = Some(verdict.outcome);
+    summary.exit_code = Some(verdict.exit_code);
     if let Err(e) = files::write_atomic(
         &run_dir.join("summary.json"),
         &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
     ) {
         eprintln!("runner: cannot write summary: {e}");
     }
+    verdict.exit_code
 }
 
 /// Every unit of `plan` as `run_started` announces it, with its expected duration.
