@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::bounds;
 
+/// The `--help` heading of the flags kept from the harness `runner` replaces.
+pub const HARNESS_HEADING: &str = "Options of the replaced Python harness";
+
 /// Layered test orchestration.
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, about, long_about = None, args_conflicts_with_subcommands = true)]
@@ -34,7 +37,7 @@ pub struct Cli {
     pub environment: Option<String>,
 
     /// Run these layers (comma-separated; no value: every foreground layer), with their dependencies.
-    #[arg(long = "use-layers", visible_alias = "layers", value_name = "LAYER,...", num_args = 0..=1, value_delimiter = ',', default_missing_value = "")]
+    #[arg(long = "use-layers", value_name = "LAYER,...", num_args = 0..=1, value_delimiter = ',', default_missing_value = "")]
     pub use_layers: Option<Vec<String>>,
 
     /// Select layers by execution mode.
@@ -129,7 +132,7 @@ pub struct Cli {
 
     /// Run categories that require real services (also: RUNNER_REAL_SERVICES=1, or
     /// `execution.real_services: true` in the configuration or an environment overlay).
-    #[arg(long, env = "RUNNER_REAL_SERVICES", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "RUNNER_REAL_SERVICES", value_parser = clap::builder::BoolishValueParser::new(), help_heading = HARNESS_HEADING)]
     pub real_services: bool,
 
     /// Run the background layers as a detached process that outlives this command
@@ -142,9 +145,33 @@ pub struct Cli {
     #[arg(long)]
     pub queue_e2e: bool,
 
-    /// With --queue-e2e: run these categories (comma-separated, repeatable) instead of layers.
-    #[arg(long, value_name = "CAT,...", value_delimiter = ',')]
+    /// Queue a detached background run of these categories (comma-separated,
+    /// repeatable) instead of layers, as --queue-e2e does, print its id and return.
+    #[arg(long, value_name = "CAT,...", value_delimiter = ',', help_heading = HARNESS_HEADING)]
     pub background_category: Vec<String>,
+
+    /// Same as --use-layers; also space-separated (`--layers fast_feedback core_integration`).
+    #[arg(long, value_name = "LAYER", num_args = 1.., value_delimiter = ',', help_heading = HARNESS_HEADING)]
+    pub layers: Option<Vec<String>>,
+
+    /// Use a real LLM: every unit gets RUNNER_LLM_MODE=real and RUNNER_REAL_LLM=1, and
+    /// categories with `requires_real_llm` run (also: RUNNER_REAL_LLM=1).
+    #[arg(long, env = "RUNNER_REAL_LLM", value_parser = clap::builder::BoolishValueParser::new(), help_heading = HARNESS_HEADING)]
+    pub real_llm: bool,
+
+    /// At most N layers of one stage run at once (a stage's layers are split into groups of N).
+    #[arg(long, value_name = "N", value_parser = jobs, help_heading = HARNESS_HEADING)]
+    pub max_parallel_layers: Option<usize>,
+
+    /// Serve no live progress (the same as --websocket-addr off); the console and
+    /// events.jsonl are unchanged.
+    #[arg(long, help_heading = HARNESS_HEADING)]
+    pub no_progress_streaming: bool,
+
+    /// Accepted for compatibility: resource monitoring is always on here (samples in
+    /// the event stream, --orchestration-status, /metrics); this flag changes nothing.
+    #[arg(long, help_heading = HARNESS_HEADING)]
+    pub enable_monitoring: bool,
 
     /// Deadline of a detached background run, in minutes.
     #[arg(long, value_name = "MIN", value_parser = timeout_minutes)]
@@ -306,6 +333,8 @@ pub enum ExecutionMode {
     /// Foreground layers in order with background layers alongside at lower priority; waits for both (alias: ci).
     #[value(alias = "ci")]
     Hybrid,
+    /// Every foreground layer in order, no background layer: a developer's full local check.
+    Development,
 }
 
 /// `--progress-mode`.
@@ -402,6 +431,14 @@ impl Mode {
 }
 
 impl Cli {
+    /// Folds the old harness's flags that stand for native ones into them
+    /// (`--no-progress-streaming` is `--websocket-addr off`). Called once, first.
+    pub fn apply_harness_flags(&mut self) {
+        if self.no_progress_streaming {
+            self.websocket_addr = Some("off".to_string());
+        }
+    }
+
     /// Mode detection, in the design's priority order. Pure.
     pub fn mode(&self) -> Mode {
         if let Some(Command::Completions { shell }) = &self.command {
@@ -465,7 +502,17 @@ impl Cli {
         if self.orchestration_status {
             return Mode::OrchestrationStatus;
         }
-        let named = self.use_layers.as_ref().map(|names| {
+        let requested = match (&self.use_layers, &self.layers) {
+            (None, None) => None,
+            (a, b) => Some(
+                a.iter()
+                    .chain(b.iter())
+                    .flatten()
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        let named = requested.as_ref().map(|names| {
             names
                 .iter()
                 .map(|n| n.trim().to_string())
@@ -480,7 +527,10 @@ impl Cli {
         };
         let selects_layers =
             selection.is_some() || !self.categories.is_empty() || !self.category.is_empty();
-        if self.queue_e2e || (self.background_e2e && !selects_layers) {
+        if self.queue_e2e
+            || !self.background_category.is_empty()
+            || (self.background_e2e && !selects_layers)
+        {
             return Mode::Background(BackgroundCommand::Queue);
         }
         match selection {

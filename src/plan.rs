@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::cli::{ExecutionMode, LayerSelection};
 use crate::config::{
-    Category, Config, FailFast, Layer, LayerMode, ResourceLimits, SuccessCriteria, UnitKind,
-    suggest,
+    Category, Config, FailFast, Layer, LayerExecutionMode, LayerMode, LlmMode, ResourceLimits,
+    SuccessCriteria, UnitKind, suggest,
 };
 use crate::discover::{Unit, commands, nextest};
 use crate::event::Shard;
@@ -33,6 +33,14 @@ pub struct PlanOptions {
     pub fail_fast_override: Option<FailFast>,
     /// `--real-services`.
     pub real_services: bool,
+    /// `--real-llm`: every layer's units get `RUNNER_LLM_MODE=real`, and categories
+    /// with `requires_real_llm` run.
+    pub real_llm: bool,
+    /// `--max-parallel-layers N`: a stage's layers run in groups of at most N.
+    pub max_parallel_layers: Option<usize>,
+    /// Plan categories that have no command yet (for views such as `--show-layers`);
+    /// a run refuses them (exit 2).
+    pub allow_missing_commands: bool,
     /// `--run-ignored`: run `#[ignore]`d Rust tests instead of reporting them skipped.
     pub run_ignored: bool,
     /// Do not list Rust tests (nextest categories get no units): for views such as
@@ -187,6 +195,7 @@ pub fn plan_layers(
             (first.into_iter().collect(), false)
         }
         LayerSelection::Mode(ExecutionMode::Nightly) => (config.layers.iter().collect(), true),
+        LayerSelection::Mode(ExecutionMode::Development) => (foreground.clone(), false),
         LayerSelection::Mode(ExecutionMode::Background) => (
             config
                 .layers
@@ -221,8 +230,17 @@ pub fn plan_layers(
         }
         None => ordered,
     };
+    if !opts.allow_missing_commands {
+        check_commands(config, &ordered)?;
+    }
     let mut warnings = Vec::new();
     let discovery = discover_nextest(config, ordered.iter().flat_map(|l| &l.categories), opts)?;
+    let mode = config.execution.layer_execution_mode;
+    let background_in_foreground = background_in_foreground
+        || matches!(
+            mode,
+            LayerExecutionMode::Sequential | LayerExecutionMode::Waterfall
+        );
     let mut stages: Vec<Vec<PlannedLayer>> = Vec::new();
     let mut background = Vec::new();
     let mut stage_of: HashMap<&str, usize> = HashMap::new();
@@ -236,7 +254,12 @@ pub fn plan_layers(
         }
         let joins_last = stages.last().is_some_and(|stage| {
             let first = &stage[0].layer;
-            first.execution_order == layer.execution_order
+            let same_step = match mode {
+                LayerExecutionMode::Sequential => false,
+                LayerExecutionMode::Parallel => true,
+                _ => first.execution_order == layer.execution_order,
+            };
+            same_step
                 && stage.iter().all(|p| {
                     !p.layer.conflicts.contains(&layer.name)
                         && !layer.conflicts.contains(&p.layer.name)
@@ -248,6 +271,22 @@ pub fn plan_layers(
         }
         stage_of.insert(&layer.name, stages.len() - 1);
         stages.last_mut().expect("a stage").push(planned);
+    }
+    if let Some(n) = opts.max_parallel_layers {
+        stages = stages
+            .into_iter()
+            .flat_map(|stage| {
+                let mut groups = Vec::new();
+                let mut stage = stage;
+                while stage.len() > n {
+                    let rest = stage.split_off(n);
+                    groups.push(stage);
+                    stage = rest;
+                }
+                groups.push(stage);
+                groups
+            })
+            .collect();
     }
     warnings.extend(assign_nextest_tests(&mut stages, &mut background)?);
     Ok(Plan {
@@ -325,7 +364,29 @@ pub fn plan_legacy(
         })?;
         resumed_past = ordered.drain(..pos).collect();
     }
+    if !opts.allow_missing_commands {
+        let missing: Vec<&String> = ordered
+            .iter()
+            .filter(|c| matches!(config.categories[*c].kind, UnitKind::Missing))
+            .collect();
+        if !missing.is_empty() {
+            return Err(missing_commands(&missing));
+        }
+    }
+    let mut required_services: Vec<String> = Vec::new();
+    for c in &ordered {
+        for s in &config.categories[c].required_services {
+            if !required_services.contains(s) {
+                required_services.push(s.clone());
+            }
+        }
+    }
     let layer = Layer {
+        display_name: None,
+        conflicting_categories: vec![],
+        llm: None,
+        category_overrides: Default::default(),
+        mappings: vec![],
         name: LEGACY_LAYER.into(),
         description: "legacy category mode".into(),
         execution_order: 0,
@@ -337,7 +398,7 @@ pub fn plan_legacy(
         categories: ordered,
         depends_on: vec![],
         conflicts: vec![],
-        required_services: vec![],
+        required_services,
         resource_limits: ResourceLimits::default(),
         success_criteria: SuccessCriteria::default(),
     };
@@ -700,6 +761,93 @@ fn assign_nextest_tests(
     nextest::assign(&mut placements).map_err(PlanError::usage)
 }
 
+/// Why a category of `layer` is skipped before it runs, if it is.
+fn skip_reason(
+    config: &Config,
+    layer: &Layer,
+    category: &Category,
+    opts: &PlanOptions,
+) -> Option<String> {
+    if category.requires_real_services && !opts.real_services {
+        return Some(
+            "requires real services (run with --real-services or RUNNER_REAL_SERVICES=1)".into(),
+        );
+    }
+    let real_llm = opts.real_llm
+        || layer
+            .llm
+            .as_ref()
+            .is_some_and(|l| matches!(l.mode, LlmMode::Real | LlmMode::Hybrid));
+    if category.requires_real_llm && !real_llm {
+        return Some("requires a real LLM (run with --real-llm)".into());
+    }
+    let env = &config.environment;
+    if !category.requires_environment.is_empty()
+        && !category
+            .requires_environment
+            .iter()
+            .any(|e| crate::config::canonical_environment(e) == env)
+    {
+        return Some(format!(
+            "requires environment {} (this run: {env})",
+            category.requires_environment.join(" or ")
+        ));
+    }
+    None
+}
+
+/// The layer's `llm_requirements` (and `--real-llm`) as environment variables of the
+/// category's units: `RUNNER_LLM_MODE`, `RUNNER_LLM_TIMEOUT_SECONDS`,
+/// `RUNNER_LLM_FALLBACK_TO_MOCK`. A category's own `env` wins.
+fn llm_environment(layer: &Layer, category: &mut Category, real_llm: bool) {
+    let mut vars: Vec<(&str, String)> = Vec::new();
+    if let Some(llm) = &layer.llm {
+        vars.push(("RUNNER_LLM_MODE", llm.mode.as_str().to_string()));
+        if let Some(t) = llm.timeout_seconds {
+            vars.push(("RUNNER_LLM_TIMEOUT_SECONDS", t.to_string()));
+        }
+        if let Some(f) = llm.fallback_to_mock {
+            vars.push(("RUNNER_LLM_FALLBACK_TO_MOCK", f.to_string()));
+        }
+    }
+    if real_llm {
+        vars.retain(|(k, _)| *k != "RUNNER_LLM_MODE");
+        vars.push(("RUNNER_LLM_MODE", "real".into()));
+        vars.push(("RUNNER_REAL_LLM", "1".into()));
+    }
+    for (k, v) in vars {
+        category.env.entry(k.to_string()).or_insert(v);
+    }
+}
+
+/// Every category of `layers` must have a command (or another unit kind) to run.
+fn check_commands(config: &Config, layers: &[&Layer]) -> Result<(), PlanError> {
+    let mut missing: Vec<&String> = Vec::new();
+    for layer in layers {
+        for name in &layer.categories {
+            if matches!(config.category_in(layer, name).kind, UnitKind::Missing)
+                && !missing.contains(&name)
+            {
+                missing.push(name);
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing_commands(&missing))
+    }
+}
+
+fn missing_commands(names: &[&String]) -> PlanError {
+    let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    PlanError::usage(format!(
+        "no command for categor{} {}: nothing can run them\n  help: give each one a `command:` (or `nextest:`) in its entry or its layer object, a top-level `categories:` entry of the same name with one, or a template `execution.default_command` such as `pytest -k \"{{filter_expr}}\" --junitxml={{junit}}` ({{category}}, {{filter_expr}}, {{junit}} and {{file}} are substituted)",
+        if names.len() == 1 { "y" } else { "ies" },
+        list.join(", ")
+    ))
+}
+
 fn category_cwd(config: &Config, category: &Category) -> std::path::PathBuf {
     match &category.cwd {
         Some(dir) => config.root.join(dir),
@@ -720,11 +868,13 @@ fn plan_layer(
     }
     let mut categories = Vec::new();
     for name in &layer.categories {
-        let category = config.categories[name].clone();
+        let mut category = config.category_in(&layer, name).clone();
+        llm_environment(&layer, &mut category, opts.real_llm);
         let cwd = category_cwd(config, &category);
         let units = match &category.kind {
             UnitKind::Command(spec) => commands::command_units(&layer.name, &category, spec, &cwd)
                 .map_err(|message| PlanError::usage(format!("category `{name}`: {message}")))?,
+            UnitKind::Missing => Vec::new(),
             UnitKind::Nextest(spec) => {
                 let tests = discovery.tests(name);
                 if tests.is_empty() && !opts.skip_test_listing {
@@ -742,10 +892,7 @@ fn plan_layer(
                 layer.name
             ));
         }
-        let skip_reason = (category.requires_real_services && !opts.real_services).then(|| {
-            "requires real services (run with --real-services or RUNNER_REAL_SERVICES=1)"
-                .to_string()
-        });
+        let skip_reason = skip_reason(config, &layer, &category, opts);
         categories.push(PlannedCategory {
             category,
             units,

@@ -1002,6 +1002,7 @@ mod tests {
                 depends_on: vec![],
                 requires_real_services: false,
                 cwd: None,
+                ..Default::default()
             },
             units: vec![],
             skip_reason: None,

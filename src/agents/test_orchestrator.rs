@@ -208,6 +208,7 @@ mod tests {
             required_services: vec![],
             resource_limits: ResourceLimits::default(),
             success_criteria: criteria,
+            ..Default::default()
         }
     }
 
@@ -294,6 +295,7 @@ mod tests {
                 depends_on: vec![],
                 requires_real_services: false,
                 cwd: None,
+                ..Default::default()
             },
         );
         m
@@ -316,6 +318,7 @@ mod tests {
             max_failures,
             min_pass_rate,
             critical_tests_must_pass: false,
+            allow_partial_success: false,
         };
         let c = categories(false);
         assert!(
@@ -376,6 +379,7 @@ mod tests {
             min_pass_rate: Some(10.0),
             max_failures: Some(5),
             critical_tests_must_pass: true,
+            allow_partial_success: false,
         });
         let v = evaluate(&l, &categories(true), &state(&[Failed, Passed], 0, "c"));
         assert_eq!(v.reason.as_deref(), Some("critical category `c` failed"));

@@ -16,7 +16,8 @@ use crate::error::Error;
 use crate::runner::RunRequest;
 
 /// Run the command line; returns the process exit code, or the error `main` prints.
-pub async fn run(cli: Cli) -> Result<i32, Error> {
+pub async fn run(mut cli: Cli) -> Result<i32, Error> {
+    cli.apply_harness_flags();
     let mode = cli.mode();
     Ok(match &mode {
         Mode::Completions(shell) => completions(*shell),

@@ -31,6 +31,7 @@ pub fn show_layers(config: &Config, cli: &Cli) -> i32 {
 fn write_layers(config: &Config, cli: &Cli) -> Listed {
     let opts = PlanOptions {
         skip_test_listing: true,
+        allow_missing_commands: true,
         ..PlanOptions::default()
     };
     let plan = if config.has_layers && !config.layers.is_empty() {
@@ -66,10 +67,10 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                     "categories": pl.categories.iter().map(|c| json!({
                         "name": c.category.name,
                         "units": match &c.category.kind {
-                            UnitKind::Nextest(_) => serde_json::Value::Null,
+                            UnitKind::Nextest(_) | UnitKind::Missing => serde_json::Value::Null,
                             UnitKind::Command(_) => c.units.len().into(),
                         },
-                        "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest" },
+                        "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest", UnitKind::Missing => "none" },
                         "timeout_seconds": c.category.timeout.map(|d| d.as_secs_f64()),
                         "skip_reason": c.skip_reason,
                     })).collect::<Vec<_>>(),
@@ -136,9 +137,11 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
             let kind = match &c.category.kind {
                 UnitKind::Command(spec) => format!("command `{}`", spec.command),
                 UnitKind::Nextest(spec) => format!("nextest `{}`", spec.filter),
+                UnitKind::Missing => "no command yet".to_string(),
             };
             let count = match &c.category.kind {
                 UnitKind::Nextest(_) => "one unit per test, listed at run time".to_string(),
+                UnitKind::Missing => "cannot run".to_string(),
                 UnitKind::Command(_) => format!("{} units", c.units.len()),
             };
             outln!(

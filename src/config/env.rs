@@ -1,12 +1,15 @@
 //! Environments: discovering `config/environments/*.yaml`, choosing the one `--env`
-//! names (short names `dev` and `prod` included), and applying each layer's
-//! `environment_overrides` for the active environment on the located tree.
+//! names (short names `dev` and `prod` included; the standard names and every name used
+//! in an `environment_overrides` are valid without a file), and applying each layer's
+//! and each category's `environment_overrides` for the active environment on the
+//! located tree (mappings merge key by key, lists and scalars replace).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Diagnostic};
-use super::node::{Node, Sources, Value, merge};
+use super::harness::merge_replacing_lists as merge;
+use super::node::{Node, Sources, Value};
 
 /// The environment used when `--env` is not given.
 pub const DEFAULT_ENVIRONMENT: &str = "test";
@@ -61,11 +64,14 @@ pub(crate) struct Selected {
     pub file: Option<PathBuf>,
 }
 
-/// Resolves `--env` against the files present.
+/// Resolves `--env` against the files present, the standard names and `declared` (the
+/// names used in the configuration's `environment_overrides`): a file is merged when
+/// there is one; a standard or declared name without a file is valid too.
 pub(crate) fn select(
     root: &Path,
     requested: Option<&str>,
     available: &[String],
+    declared: &[String],
 ) -> Result<Selected, ConfigError> {
     let dir = environments_dir(root);
     let Some(requested) = requested else {
@@ -89,26 +95,40 @@ pub(crate) fn select(
             file: Some(dir.join(format!("{stem}.yaml"))),
         });
     }
+    let canonical = canonical_environment(requested);
+    if CONVENTIONAL.contains(&canonical)
+        || declared
+            .iter()
+            .any(|d| canonical_environment(d) == canonical)
+    {
+        return Ok(Selected {
+            name: canonical.to_string(),
+            file: None,
+        });
+    }
     let looked_for = dir.join(format!("{requested}.yaml"));
     let mut d = Diagnostic::in_file(&looked_for, format!("unknown environment `{requested}`"))
         .with_note(format!("no file `{}`", looked_for.display()));
-    let mut candidates: Vec<&str> = available.iter().map(String::as_str).collect();
-    for (short, full) in SHORT_NAMES {
-        if available.iter().any(|a| a == full) {
-            candidates.push(short);
+    let mut valid: Vec<String> = available.to_vec();
+    for name in CONVENTIONAL
+        .iter()
+        .map(|s| s.to_string())
+        .chain(declared.iter().cloned())
+    {
+        let name = canonical_environment(&name).to_string();
+        if !valid.contains(&name) {
+            valid.push(name);
         }
+    }
+    valid.sort();
+    let mut candidates: Vec<&str> = valid.iter().map(String::as_str).collect();
+    for (short, _) in SHORT_NAMES {
+        candidates.push(short);
     }
     if let Some(s) = super::error::suggest(requested, candidates.iter().copied()) {
         d = d.with_help(format!("did you mean `{}`?", canonical_environment(s)));
     }
-    d = if available.is_empty() {
-        d.with_help(format!(
-            "no environment is defined: add YAML files to `{}`",
-            dir.display()
-        ))
-    } else {
-        d.with_help(format!("available environments: {}", available.join(", ")))
-    };
+    d = d.with_help(format!("available environments: {}", valid.join(", ")));
     Err(ConfigError::single(d))
 }
 
@@ -135,12 +155,6 @@ pub(crate) fn apply_overrides(
     let Value::Map(top) = &mut tree.value else {
         return (diags, variants);
     };
-    let Some((_, layers)) = top.iter_mut().find(|(k, _)| k.as_str() == Some("layers")) else {
-        return (diags, variants);
-    };
-    let Value::Seq(layers) = &mut layers.value else {
-        return (diags, variants);
-    };
     let known: BTreeSet<&str> = available
         .iter()
         .map(String::as_str)
@@ -150,6 +164,71 @@ pub(crate) fn apply_overrides(
     let mut candidates: Vec<&str> = known.iter().copied().collect();
     candidates.extend(SHORT_NAMES.iter().map(|(s, _)| *s));
 
+    if let Some((_, categories)) = top
+        .iter_mut()
+        .find(|(k, _)| k.as_str() == Some("categories"))
+        && let Value::Map(categories) = &mut categories.value
+    {
+        for (name, category) in categories.iter_mut() {
+            let name = name.as_str().unwrap_or("?").to_string();
+            let Value::Map(entries) = &mut category.value else {
+                continue;
+            };
+            let Some(pos) = entries
+                .iter()
+                .position(|(k, _)| k.as_str() == Some("environment_overrides"))
+            else {
+                continue;
+            };
+            let (_, overrides) = entries.remove(pos);
+            let Value::Map(envs) = overrides.value else {
+                if !matches!(overrides.value, Value::Null) {
+                    diags.push(sources.diag(
+                        overrides.loc,
+                        format!(
+                            "invalid type for `categories.{name}.environment_overrides`: expected a mapping of environment names to category fields, found {}",
+                            overrides.kind()
+                        ),
+                    ));
+                }
+                continue;
+            };
+            for (env_key, patch) in envs {
+                let env = env_key.as_str().unwrap_or_default().to_string();
+                if let Some(d) = misspelt_environment(
+                    &env,
+                    &known,
+                    &candidates,
+                    &name,
+                    "category",
+                    &env_key,
+                    sources,
+                ) {
+                    diags.push(d);
+                    continue;
+                }
+                match &patch.value {
+                    Value::Null => {}
+                    Value::Map(_) if canonical_environment(&env) == active => merge(category, patch),
+                    Value::Map(_) => {}
+                    _ => diags.push(sources.diag(
+                        patch.loc,
+                        format!(
+                            "invalid type for `categories.{name}.environment_overrides.{env}`: expected a mapping of category fields, found {}",
+                            patch.kind()
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+
+    let Some((_, layers)) = top.iter_mut().find(|(k, _)| k.as_str() == Some("layers")) else {
+        return (diags, variants);
+    };
+    let Value::Seq(layers) = &mut layers.value else {
+        return (diags, variants);
+    };
     for (index, layer) in layers.iter_mut().enumerate() {
         let layer_name = layer.name().unwrap_or("?").to_string();
         let layer_path = match layer.name() {
@@ -184,17 +263,16 @@ pub(crate) fn apply_overrides(
         for (env_key, patch) in entries {
             let env = env_key.as_str().unwrap_or_default().to_string();
             let canonical = canonical_environment(&env);
-            if !known.contains(canonical) {
-                diags.push(
-                    sources
-                        .diag(
-                            env_key.loc,
-                            format!(
-                                "unknown environment `{env}` in `environment_overrides` of layer `{layer_name}`"
-                            ),
-                        )
-                        .with_suggestion(&env, candidates.iter().copied(), "environments", true),
-                );
+            if let Some(d) = misspelt_environment(
+                &env,
+                &known,
+                &candidates,
+                &layer_name,
+                "layer",
+                &env_key,
+                sources,
+            ) {
+                diags.push(d);
                 continue;
             }
             let patch_ok = match &patch.value {
@@ -243,6 +321,34 @@ pub(crate) fn apply_overrides(
     (diags, variants)
 }
 
+/// An `environment_overrides` key that is no known environment but close to one is a
+/// typo (with a suggestion); any other unknown key names an environment of its own
+/// (valid for `--env`, with no file needed).
+fn misspelt_environment(
+    env: &str,
+    known: &BTreeSet<&str>,
+    candidates: &[&str],
+    owner: &str,
+    what: &str,
+    key: &Node,
+    sources: &Sources,
+) -> Option<Diagnostic> {
+    if known.contains(canonical_environment(env)) {
+        return None;
+    }
+    super::error::suggest(env, candidates.iter().copied())?;
+    Some(
+        sources
+            .diag(
+                key.loc,
+                format!(
+                    "unknown environment `{env}` in `environment_overrides` of {what} `{owner}`"
+                ),
+            )
+            .with_suggestion(env, candidates.iter().copied(), "environments", true),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,24 +363,33 @@ mod tests {
     #[test]
     fn select_default_and_short_names() {
         let root = Path::new("/nowhere");
-        let none = select(root, None, &[]).unwrap();
+        let none = select(root, None, &[], &[]).unwrap();
         assert_eq!((none.name.as_str(), none.file), ("test", None));
         let avail = vec!["development".to_string(), "test".to_string()];
-        let dev = select(root, Some("dev"), &avail).unwrap();
+        let dev = select(root, Some("dev"), &avail, &[]).unwrap();
         assert_eq!(dev.name, "development");
         assert!(
             dev.file
                 .unwrap()
                 .ends_with("config/environments/development.yaml")
         );
-        let err = select(root, Some("devv"), &avail).unwrap_err().to_string();
+        let err = select(root, Some("devv"), &avail, &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown environment `devv`"), "{err}");
         assert!(err.contains("did you mean `development`?"), "{err}");
         assert!(
-            err.contains("available environments: development, test"),
+            err.contains("available environments: development, production, staging, test"),
             "{err}"
         );
-        let err = select(root, Some("test"), &[]).unwrap_err().to_string();
-        assert!(err.contains("no environment is defined"), "{err}");
+        // Standard names and names used in `environment_overrides` need no file.
+        let staging = select(root, Some("staging"), &[], &[]).unwrap();
+        assert_eq!((staging.name.as_str(), staging.file), ("staging", None));
+        let prod = select(root, Some("prod"), &[], &[]).unwrap();
+        assert_eq!(prod.name, "production");
+        let qa = select(root, Some("qa"), &[], &["qa".to_string()]).unwrap();
+        assert_eq!((qa.name.as_str(), qa.file), ("qa", None));
+        let err = select(root, Some("qa"), &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown environment `qa`"), "{err}");
     }
 }

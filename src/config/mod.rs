@@ -4,6 +4,8 @@
 //!
 //! 1. [`node`]: the layers file is parsed into a location-carrying tree (every node knows
 //!    its file, line and column); YAML syntax errors stop here.
+//!    The old format's shapes (`layers` keyed by id, category objects in layers) are
+//!    rewritten into today's on the tree ([`harness`]).
 //! 2. [`env`]: the environment overlay `config/environments/<env>.yaml` is deep-merged
 //!    onto the tree, then each layer's `environment_overrides` entry for the active
 //!    environment.
@@ -22,6 +24,7 @@ mod de;
 mod env;
 mod error;
 mod graph;
+mod harness;
 pub mod model;
 mod node;
 mod raw;
@@ -76,23 +79,35 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
     } else {
         root_display
     };
+    let harness_layers = harness::normalize_layers(&mut tree);
+    let declared = harness::override_environments(&tree);
     let available = environments_in(root_fs);
-    let selected = env::select(root_display, opts.environment.as_deref(), &available)?;
+    let selected = env::select(
+        root_display,
+        opts.environment.as_deref(),
+        &available,
+        &declared,
+    )?;
     let mut overlays = Vec::new();
     if let Some(file) = &selected.file {
         let text = read(file, "environment file", false)?;
-        let overlay = top_level(
+        let mut overlay = top_level(
             node::parse(&mut sources, file, text)?,
             &sources,
             "environment file",
         )?;
+        harness::normalize_layers(&mut overlay);
         node::merge(&mut tree, overlay);
         overlays.push(absolute(file));
     }
 
     drop_extension_keys(&mut tree);
-    let (mut diags, variants) =
+    let (mut diags, mut variants) =
         env::apply_overrides(&mut tree, &selected.name, &available, &sources);
+    harness::expand_category_objects(&mut tree);
+    for variant in &mut variants {
+        harness::expand_in_layer(&mut variant.layer, tree.get("categories"));
+    }
     let raw = de::from_node::<raw::RawConfig>(&tree, &sources);
     let mut raw_variants = Vec::new();
     for variant in variants {
@@ -118,6 +133,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
         environment: selected.name,
         overlays,
         environments_available: available,
+        harness_layers,
     };
     let mut config =
         validate::validate(raw, raw_variants, meta, &sources).map_err(|d| finish(d, &sources))?;

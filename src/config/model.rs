@@ -39,6 +39,81 @@ pub struct Config {
     pub has_layers: bool,
     /// Agent manifests from `agents/` next to the layers file.
     pub agents: super::agents::AgentManifests,
+    /// `metadata:` of a file in the format of the harness `runner` replaces (kept as data).
+    pub metadata: Option<Metadata>,
+    /// True when the file is written in that format (`layers` keyed by id,
+    /// `execution_config`, `service_dependencies`, legacy category fields...).
+    pub harness_format: bool,
+    /// What the file's top-level fields of the old format became (`execution_config.*`,
+    /// `service_dependencies`...), in file order.
+    pub mappings: Vec<Mapping>,
+}
+
+/// `metadata:` (old format): descriptive, shown by `--show-layers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Metadata {
+    /// The file's own version string.
+    pub version: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// When the file was created.
+    pub created_at: Option<String>,
+    /// The schema version the file was written for.
+    pub config_schema_version: Option<String>,
+}
+
+/// How a field of the old format was taken: `from` (its key path as written) became
+/// `to` (the native field, or what the runner does with it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mapping {
+    /// The old field (`background_execution`, `execution_config.max_global_parallel_tests`).
+    pub from: String,
+    /// What it became (`background: true`, `kept as information`...).
+    pub to: String,
+}
+
+impl Mapping {
+    /// `from` became `to`.
+    pub fn new(from: impl Into<String>, to: impl Into<String>) -> Self {
+        Self {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+}
+
+/// How layers follow one another (`execution.layer_execution_mode`; the old
+/// `execution_config.layer_execution_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerExecutionMode {
+    /// Every layer in its own stage, one after another; background layers too, in
+    /// their order (nothing runs alongside).
+    Sequential,
+    /// Stages in order (layers of equal `execution_order` together); background layers
+    /// run in their place in the order, in the foreground.
+    Waterfall,
+    /// Stages in order, background layers alongside (the default).
+    #[default]
+    WaterfallWithBackground,
+    /// Every foreground layer in one stage when neither depends on nor conflicts with
+    /// another; background layers alongside.
+    Parallel,
+}
+
+/// Which waiting unit the resource manager admits first (`resource_conflict_resolution`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictResolution {
+    /// Start order by priority (failed first, longest first), first come first served
+    /// with a bounded bypass: the resource manager's order (the default).
+    #[default]
+    PriorityBased,
+    /// Accepted; runs as `priority_based` (the admission queue is already first come,
+    /// first served among units of equal rank).
+    FirstComeFirstServe,
+    /// Accepted; runs as `priority_based`.
+    RoundRobin,
 }
 
 /// Global execution settings (`execution:`).
@@ -70,6 +145,19 @@ pub struct Execution {
     /// Run categories with `requires_real_services` without `--real-services`
     /// (typically set by an environment overlay). Default false.
     pub real_services: bool,
+    /// Command template for categories without a command of their own:
+    /// `{category}`, `{filter_expr}`, `{junit}`, `{file}` are substituted.
+    pub default_command: Option<String>,
+    /// How layers follow one another.
+    pub layer_execution_mode: LayerExecutionMode,
+    /// Wait this long between one foreground stage and the next.
+    pub inter_layer_delay: Option<Duration>,
+    /// Startup timeout of services that set none of their own.
+    pub layer_startup_timeout: Option<Duration>,
+    /// Admission order among waiting units.
+    pub resource_conflict_resolution: ConflictResolution,
+    /// At most this many background layers at once (old `background_execution.max_background_layers`).
+    pub max_background_layers: Option<usize>,
 }
 
 /// A service a layer may require (`services:`).
@@ -113,7 +201,7 @@ pub enum ReadyProbe {
 }
 
 /// A category: a named set of units with shared settings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Category {
     /// Category name (its key under `categories:`).
     pub name: String,
@@ -147,16 +235,85 @@ pub struct Category {
     pub requires_real_services: bool,
     /// Working directory, relative to the project root.
     pub cwd: Option<PathBuf>,
+    /// Free classification (`category_type`), shown.
+    pub category_type: Option<String>,
+    /// Free labels, shown.
+    pub tags: Vec<String>,
+    /// Expected duration of the whole category before history knows it
+    /// (`estimated_duration_minutes`): split evenly over its units for ordering and ETAs.
+    pub estimated_duration: Option<Duration>,
+    /// Categories whose units never run at the same time as this one's.
+    pub conflicts: Vec<String>,
+    /// Its units run with nothing else running (`parallel_safe: false`,
+    /// `dedicated_resources: true`).
+    pub exclusive: bool,
+    /// Heavy in these ways (`memory`, `cpu`, `database`, `network`): units of two
+    /// categories heavy in the same way never overlap.
+    pub heavy: Vec<String>,
+    /// Runs only with `--real-llm` (or a layer whose `llm_requirements.mode` is `real`).
+    pub requires_real_llm: bool,
+    /// Runs only in these environments (empty: any).
+    pub requires_environment: Vec<String>,
+    /// Services the category needs (from `requires_<service>` flags that name a
+    /// defined service); added to the required services of the layers that run it.
+    pub required_services: Vec<String>,
+    /// pytest `-k` filters (`filters:`); `{filter_expr}` in a command template.
+    pub filters: Filters,
+    /// pytest markers, kept as data.
+    pub markers: Vec<String>,
+    /// Parent category (kept as data).
+    pub parent: Option<String>,
+    /// Child categories (kept as data).
+    pub children: Vec<String>,
+    /// Minimum pass rate of the category in percent (kept as data, shown).
+    pub success_rate_threshold: Option<f64>,
+    /// Where the category applies (`environment_scope`, kept as data).
+    pub environment_scope: Vec<String>,
+    /// Where the command came from and what old fields became.
+    pub mappings: Vec<Mapping>,
+}
+
+/// `filters:` of a category: pytest `-k` patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Filters {
+    /// Tests matching any of these run.
+    pub include_patterns: Vec<String>,
+    /// Tests matching any of these do not.
+    pub exclude_patterns: Vec<String>,
+}
+
+impl Filters {
+    /// The pytest `-k` expression: `(a or b) and not (c or d)`; empty when there is no
+    /// pattern.
+    pub fn expression(&self) -> String {
+        filter_expression(&self.include_patterns, &self.exclude_patterns)
+    }
+}
+
+/// The pytest `-k` expression for include and exclude patterns:
+/// `(a or b) and not (c or d)`, `(a or b)`, `not (c or d)`, or empty.
+pub fn filter_expression(include: &[String], exclude: &[String]) -> String {
+    let group = |items: &[String]| format!("({})", items.join(" or "));
+    match (include.is_empty(), exclude.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => group(include),
+        (true, false) => format!("not {}", group(exclude)),
+        (false, false) => format!("{} and not {}", group(include), group(exclude)),
+    }
 }
 
 /// What a category's units are.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UnitKind {
     /// A shell command: one unit, or one per matching file.
     Command(CommandSpec),
     /// Rust tests listed by nextest, one unit per test.
     Nextest(NextestSpec),
+    /// No command yet (a category migrated from a file that carries none): it loads
+    /// and is shown, but a run that selects it stops with exit code 2 before anything runs.
+    #[default]
+    Missing,
 }
 
 /// `command:` categories.
@@ -196,7 +353,7 @@ pub enum LeakPolicy {
 }
 
 /// A layer: an ordered stage of categories.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Layer {
     /// Layer name.
     pub name: String,
@@ -226,29 +383,76 @@ pub struct Layer {
     pub resource_limits: ResourceLimits,
     /// When the layer counts as passed.
     pub success_criteria: SuccessCriteria,
+    /// Display name (`name:` of a layer in the mapping form), shown beside the id.
+    pub display_name: Option<String>,
+    /// Categories whose units never run at the same time as this layer's.
+    pub conflicting_categories: Vec<String>,
+    /// `llm_requirements:`: passed to the units as environment variables.
+    pub llm: Option<LlmRequirements>,
+    /// The layer's own settings of categories listed as objects (`- name: unit` with
+    /// fields): the category as this layer runs it. Absent names use `categories:`.
+    pub category_overrides: IndexMap<String, Category>,
+    /// What old fields of the layer became.
+    pub mappings: Vec<Mapping>,
+}
+
+/// `llm_requirements:` of a layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LlmRequirements {
+    /// `real`, `mock` or `hybrid`.
+    pub mode: LlmMode,
+    /// Timeout of one LLM call, seconds.
+    pub timeout_seconds: Option<f64>,
+    /// Fall back to the mock when the real LLM fails.
+    pub fallback_to_mock: Option<bool>,
+}
+
+/// How the units of a layer talk to LLMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmMode {
+    /// The real LLM.
+    Real,
+    /// A mock.
+    Mock,
+    /// Real where available, mock otherwise.
+    Hybrid,
+}
+
+impl LlmMode {
+    /// The value of `RUNNER_LLM_MODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LlmMode::Real => "real",
+            LlmMode::Mock => "mock",
+            LlmMode::Hybrid => "hybrid",
+        }
+    }
 }
 
 /// How the categories of a layer run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LayerMode {
     /// One unit at a time, categories in order.
     Sequential,
-    /// All categories at once, within the slots.
+    /// All categories at once, within the slots (the default).
+    #[default]
     Parallel,
     /// Groups of equal `priority_order` one after another, each group in parallel.
     Hybrid,
 }
 
 /// What a failure stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailFast {
     /// Stop the whole run at the first failed unit: cancel running units, skip the rest.
     Immediate,
     /// Stop the failing category; the layer's other categories go on; later layers are skipped.
     Category,
-    /// The layer completes; later layers are skipped.
+    /// The layer completes; later layers are skipped (the default).
+    #[default]
     Layer,
     /// Everything runs; only layers that depend on a failed layer are skipped.
     Disabled,
@@ -274,6 +478,9 @@ pub struct SuccessCriteria {
     pub max_failures: Option<u64>,
     /// A failed unit of a `critical` category fails the layer.
     pub critical_tests_must_pass: bool,
+    /// A layer that misses its criteria is `partial` rather than failed: its dependents
+    /// still run (the run still fails when a unit failed).
+    pub allow_partial_success: bool,
 }
 
 impl Default for SuccessCriteria {
@@ -282,6 +489,7 @@ impl Default for SuccessCriteria {
             min_pass_rate: None,
             max_failures: None,
             critical_tests_must_pass: true,
+            allow_partial_success: false,
         }
     }
 }
@@ -295,5 +503,14 @@ impl Config {
     /// True when the layer runs in the background (its flag or `execution.background_layers`).
     pub fn is_background(&self, layer: &Layer) -> bool {
         layer.background || self.execution.background_layers.contains(&layer.name)
+    }
+
+    /// The category `name` as `layer` runs it (its own settings of the category when it
+    /// lists it as an object, else the `categories:` entry).
+    pub fn category_in<'a>(&'a self, layer: &'a Layer, name: &str) -> &'a Category {
+        layer
+            .category_overrides
+            .get(name)
+            .unwrap_or_else(|| &self.categories[name])
     }
 }

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
 use super::bounds::Number;
 use super::de::{Entries, Located, OneOrMany};
-use super::model::{FailFast, LayerMode};
+use super::model::{ConflictResolution, FailFast, LayerExecutionMode, LayerMode, LlmMode};
 
 /// A list of names, each with its location.
 pub(crate) type Names = Vec<Located<String>>;
@@ -25,6 +25,60 @@ pub(crate) struct RawConfig {
     pub services: Option<Entries<Located<RawService>>>,
     pub categories: Option<Entries<Located<RawCategory>>>,
     pub layers: Option<Located<Vec<Located<RawLayer>>>>,
+    // The format of the harness `runner` replaces (see `super::harness`).
+    pub metadata: Option<RawMetadata>,
+    pub execution_config: Option<RawExecutionConfig>,
+    pub service_dependencies: Option<Entries<Located<RawServiceDependency>>>,
+}
+
+/// `metadata:` (old format): kept as data.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetadata {
+    pub version: Option<EnvValue>,
+    pub description: Option<EnvValue>,
+    pub created_at: Option<EnvValue>,
+    pub config_schema_version: Option<EnvValue>,
+}
+
+/// `execution_config:` (old format): mapped onto `execution:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExecutionConfig {
+    pub layer_execution_mode: Option<Located<LayerExecutionMode>>,
+    pub global_timeout_minutes: Option<Located<f64>>,
+    pub layer_startup_timeout_seconds: Option<Located<f64>>,
+    pub inter_layer_delay_seconds: Option<Located<f64>>,
+    pub max_global_parallel_tests: Option<Located<Number>>,
+    pub max_memory_usage_mb: Option<Located<Number>>,
+    pub max_cpu_usage_percent: Option<Located<Number>>,
+    pub resource_conflict_resolution: Option<Located<ConflictResolution>>,
+    pub fail_fast_strategy: Option<Entries<Located<RawFailFast>>>,
+    pub background_execution: Option<RawBackgroundExecution>,
+    pub default_command: Option<Located<String>>,
+}
+
+/// `execution_config.background_execution:` (old format).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackgroundExecution {
+    pub enabled: Option<bool>,
+    pub max_background_layers: Option<Located<Number>>,
+    pub background_layers: Option<Names>,
+}
+
+/// `service_dependencies.NAME:` (old format): a service probed at
+/// `health_check_endpoint` (`host:port` TCP, `host:port/path` HTTP).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServiceDependency {
+    pub startup_timeout_seconds: Option<Located<f64>>,
+    pub health_check_endpoint: Option<Located<String>>,
+    pub depends_on: Option<Names>,
+    pub start: Option<Located<String>>,
+    pub stop: Option<Located<String>>,
+    pub ready: Option<Located<RawReady>>,
+    pub env: Option<Entries<EnvValue>>,
 }
 
 /// `execution:`.
@@ -32,6 +86,12 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawExecution {
     pub max_parallel_tests: Option<Located<Number>>,
+    pub default_command: Option<Located<String>>,
+    pub layer_execution_mode: Option<LayerExecutionMode>,
+    pub inter_layer_delay_seconds: Option<Located<f64>>,
+    pub layer_startup_timeout_seconds: Option<Located<f64>>,
+    pub resource_conflict_resolution: Option<ConflictResolution>,
+    pub max_background_layers: Option<Located<Number>>,
     pub max_memory_mb: Option<Located<Number>>,
     pub max_cpu_percent: Option<Located<Number>>,
     pub global_timeout_minutes: Option<Located<f64>>,
@@ -87,6 +147,130 @@ pub(crate) struct RawCategory {
     pub depends_on: Option<Names>,
     pub requires_real_services: Option<bool>,
     pub cwd: Option<Located<String>>,
+    /// Only in a layer's category object (`- name: unit`).
+    pub name: Option<Located<String>>,
+    pub filters: Option<RawFilters>,
+    pub markers: Option<OneOrMany<String>>,
+    pub category_type: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub estimated_duration_minutes: Option<Located<f64>>,
+    pub conflicts: Option<Names>,
+    pub requires_real_llm: Option<bool>,
+    pub requires_environment: Option<OneOrMany<Located<String>>>,
+    pub parent: Option<Located<String>>,
+    pub children: Option<Names>,
+    pub success_rate_threshold: Option<Located<f64>>,
+    pub environment_scope: Option<OneOrMany<String>>,
+    /// Checked and applied on the tree before deserialization (see [`super::env`]).
+    #[allow(dead_code)]
+    pub environment_overrides: Option<IgnoredAny>,
+    // Old names and flags, mapped in validation (`validate/harness.rs`).
+    pub priority: Option<Located<RawPriority>>,
+    pub dependencies: Option<Names>,
+    pub retry_count: Option<Located<Number>>,
+    pub parallel_safe: Option<bool>,
+    pub memory_intensive: Option<bool>,
+    pub cpu_intensive: Option<bool>,
+    pub database_dependent: Option<bool>,
+    pub network_intensive: Option<bool>,
+    pub requires_staging_environment: Option<bool>,
+    pub requires_frontend: Option<bool>,
+    pub requires_backend: Option<bool>,
+    pub requires_database: Option<bool>,
+    pub resource_requirements: Option<RawResourceRequirements>,
+}
+
+/// `filters:` of a category.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFilters {
+    pub include_patterns: Option<OneOrMany<String>>,
+    pub exclude_patterns: Option<OneOrMany<String>>,
+}
+
+/// `resource_requirements:` of a category (old format).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResourceRequirements {
+    pub requires_postgresql: Option<bool>,
+    pub requires_redis: Option<bool>,
+    pub requires_backend_service: Option<bool>,
+    pub requires_auth_service: Option<bool>,
+    pub requires_frontend_service: Option<bool>,
+    pub requires_websocket_server: Option<bool>,
+    pub requires_real_llm: Option<bool>,
+    pub requires_real_services: Option<bool>,
+    pub requires_node_runtime: Option<bool>,
+    pub requires_frontend_build: Option<bool>,
+    pub min_memory_mb: Option<Located<Number>>,
+    pub dedicated_resources: Option<bool>,
+}
+
+/// Priority names of legacy categories, most important first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) enum RawPriority {
+    #[serde(rename = "CRITICAL", alias = "critical")]
+    Critical,
+    #[serde(rename = "HIGH", alias = "high")]
+    High,
+    #[serde(rename = "MEDIUM", alias = "medium")]
+    Medium,
+    #[serde(rename = "LOW", alias = "low")]
+    Low,
+    #[serde(rename = "OPTIONAL", alias = "optional")]
+    Optional,
+}
+
+impl RawPriority {
+    /// The `priority_order` it becomes: 1 (CRITICAL) to 5 (OPTIONAL).
+    pub fn order(self) -> i64 {
+        self as i64 + 1
+    }
+
+    /// As written in the old format.
+    pub fn name(self) -> &'static str {
+        ["CRITICAL", "HIGH", "MEDIUM", "LOW", "OPTIONAL"][self as usize]
+    }
+}
+
+/// An item of a layer's `categories:`: a name, or an object with `name` and category
+/// fields (merged onto the `categories:` entry of that name, see `super::harness`).
+#[derive(Debug)]
+pub(crate) enum RawLayerCategory {
+    Name(String),
+    Object(Box<RawCategory>),
+}
+
+impl<'de> Deserialize<'de> for RawLayerCategory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawLayerCategory;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a category name or a mapping with `name` and category fields")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<RawLayerCategory, E> {
+                Ok(RawLayerCategory::Name(s.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawLayerCategory, A::Error> {
+                RawCategory::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|c| RawLayerCategory::Object(Box::new(c)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `llm_requirements:` of a layer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLlm {
+    pub mode: Option<LlmMode>,
+    pub timeout_seconds: Option<Located<f64>>,
+    pub fallback_to_mock: Option<bool>,
 }
 
 /// `nextest:` in a category.
@@ -121,7 +305,7 @@ pub(crate) struct RawLayer {
     pub execution_mode: Option<LayerMode>,
     pub fail_fast: Option<RawFailFast>,
     pub background: Option<bool>,
-    pub categories: Located<Names>,
+    pub categories: Located<Vec<Located<RawLayerCategory>>>,
     pub depends_on: Option<Names>,
     pub conflicts: Option<Names>,
     pub required_services: Option<Names>,
@@ -130,6 +314,12 @@ pub(crate) struct RawLayer {
     /// Checked and applied on the tree before deserialization (see [`super::env`]).
     #[allow(dead_code)]
     pub environment_overrides: Option<IgnoredAny>,
+    /// The `name:` of a layer in the mapping form (see `super::harness`).
+    pub display_name: Option<String>,
+    pub llm_requirements: Option<RawLlm>,
+    // Old names, mapped in validation.
+    pub background_execution: Option<Located<bool>>,
+    pub dependencies: Option<Names>,
 }
 
 /// `resource_limits:` of a layer.
@@ -148,6 +338,7 @@ pub(crate) struct RawSuccessCriteria {
     pub min_pass_rate: Option<Located<f64>>,
     pub max_failures: Option<Located<Number>>,
     pub critical_tests_must_pass: Option<bool>,
+    pub allow_partial_success: Option<bool>,
 }
 
 /// `fail_fast:` accepts a strategy name or a boolean (`true` = immediate, `false` = disabled).

@@ -490,18 +490,19 @@ fn unknown_environment_lists_files_and_suggests() {
     assert!(shown.contains("unknown environment `prdo`"), "{shown}");
     assert!(shown.contains("did you mean `production`?"), "{shown}");
     assert!(
-        shown.contains("available environments: development, production, test"),
+        shown.contains("available environments: development, production, staging, test"),
         "{shown}"
     );
     assert!(err.file().ends_with("config/environments/prdo.yaml"));
 
-    // The default environment's file is optional; an explicit one is not.
+    // Every environment file is optional for the standard names.
     let bare = project(&[("layers.yaml", CATS)]);
     assert_eq!(load_in(bare.path(), None).unwrap().environment, "test");
-    let err = load_in(bare.path(), Some("staging"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("no environment is defined"), "{err}");
+    let staging = load_in(bare.path(), Some("staging")).unwrap();
+    assert_eq!(staging.environment, "staging");
+    assert!(staging.overlays.is_empty());
+    let err = load_in(bare.path(), Some("qa")).unwrap_err().to_string();
+    assert!(err.contains("unknown environment `qa`"), "{err}");
 }
 
 #[test]

@@ -88,6 +88,7 @@ mod tests {
             depends_on: vec![],
             requires_real_services: false,
             cwd: None,
+            ..Default::default()
         };
         (cat, spec)
     }

@@ -131,6 +131,9 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             None
         },
         real_services: cli.real_services || config.execution.real_services,
+        real_llm: cli.real_llm,
+        allow_missing_commands: false,
+        max_parallel_layers: cli.max_parallel_layers,
         run_ignored: cli.run_ignored,
         skip_test_listing: false,
     };

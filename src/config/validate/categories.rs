@@ -1,22 +1,64 @@
-//! Validation of `categories:`: exactly one of `command` / `nextest`, `files` globs,
-//! timeouts, parallelism, memory limits (against each other and the global budget),
-//! retries and `depends_on` references between categories.
+//! Validation of `categories:` (and of the category objects of layers): exactly one of
+//! `command` / `nextest` (or none yet: `execution.default_command`, else a category
+//! that loads but cannot run), `files` globs, timeouts, parallelism, memory limits
+//! (against each other and the global budget), retries and `depends_on` references
+//! between categories. The old format's category fields are mapped in `harness.rs`.
 
 use super::*;
+
+/// What validating a category needs to know besides the category.
+pub(super) struct CategoryCtx<'a> {
+    /// Every category name (top-level entries and names defined only in layers).
+    pub known: &'a [String],
+    /// `execution.max_memory_mb`.
+    pub global_memory: Option<u64>,
+    /// `execution.default_command`.
+    pub default_command: Option<&'a str>,
+    /// Names of the services defined.
+    pub services: &'a [String],
+    /// The top-level entry, when validating a layer's category object laid over it.
+    pub base: Option<&'a Category>,
+}
 
 impl Validator<'_> {
     pub(super) fn categories(
         &mut self,
-        raw: Entries<Located<RawCategory>>,
-        global_memory: Option<u64>,
+        raw: &Entries<Located<RawCategory>>,
+        cx: &CategoryCtx<'_>,
     ) -> IndexMap<String, Category> {
-        let known: Vec<String> = raw.0.iter().map(|(k, _)| k.value.clone()).collect();
         let mut out = IndexMap::new();
         for (name, cat) in &raw.0 {
+            if let Some(inner) = &cat.value.name {
+                self.err(
+                    inner.loc,
+                    format!(
+                        "`name` in `categories.{}`: the key is the category's name (`name` belongs to category objects in a layer's `categories:`)",
+                        name.value
+                    ),
+                );
+            }
+            let category = self.category(name, &cat.value, cx);
+            out.insert(name.value.clone(), category);
+        }
+        out
+    }
+
+    /// One category: a `categories:` entry, or a layer's category object (merged onto
+    /// its entry, see `super::super::harness`).
+    pub(super) fn category(
+        &mut self,
+        name: &Located<String>,
+        c: &RawCategory,
+        cx: &CategoryCtx<'_>,
+    ) -> Category {
+        let known = cx.known;
+        let global_memory = cx.global_memory;
+        {
             let n = &name.value;
-            let c = &cat.value;
             let ctx = format!("category `{n}`");
-            let kind = self.unit_kind(name, c);
+            let mut mappings = Vec::new();
+            let filters = filters_of(c);
+            let kind = self.unit_kind(name, c, cx, &filters, &mut mappings);
             let min_memory_mb = self.count(
                 &c.min_memory_mb,
                 &bounds::MEMORY_ESTIMATE_MB,
@@ -54,14 +96,14 @@ impl Validator<'_> {
                     self.err(dep.loc, format!("{ctx} depends on itself"));
                 } else if self.reference(
                     dep,
-                    &known,
+                    &known.to_vec(),
                     "category",
                     &format!("in `depends_on` of {ctx}"),
                 ) {
                     depends_on.push(dep.value.clone());
                 }
             }
-            let category = Category {
+            let mut category = Category {
                 name: n.clone(),
                 description: c.description.clone().unwrap_or_default(),
                 kind,
@@ -106,14 +148,43 @@ impl Validator<'_> {
                 cwd: self
                     .non_empty(&c.cwd, &format!("`cwd` of {ctx}"))
                     .map(PathBuf::from),
+                category_type: c.category_type.clone(),
+                tags: c.tags.clone().unwrap_or_default(),
+                estimated_duration: None,
+                conflicts: Vec::new(),
+                exclusive: false,
+                heavy: Vec::new(),
+                requires_real_llm: c.requires_real_llm.unwrap_or(false),
+                requires_environment: Vec::new(),
+                required_services: Vec::new(),
+                filters,
+                markers: c.markers.clone().map(|m| m.0).unwrap_or_default(),
+                parent: c.parent.as_ref().map(|p| p.value.clone()),
+                children: c
+                    .children
+                    .iter()
+                    .flatten()
+                    .map(|c| c.value.clone())
+                    .collect(),
+                success_rate_threshold: None,
+                environment_scope: c.environment_scope.clone().map(|s| s.0).unwrap_or_default(),
+                mappings,
             };
-            out.insert(n.clone(), category);
+            self.map_harness_category(name, c, &mut category, cx);
+            category
         }
-        out
     }
 
-    /// Exactly one of `command` / `nextest`; `files` only with `command`.
-    fn unit_kind(&mut self, name: &Located<String>, c: &RawCategory) -> UnitKind {
+    /// Exactly one of `command` / `nextest`, or none (then `execution.default_command`,
+    /// else [`UnitKind::Missing`]); `files` only with `command`.
+    fn unit_kind(
+        &mut self,
+        name: &Located<String>,
+        c: &RawCategory,
+        cx: &CategoryCtx<'_>,
+        filters: &Filters,
+        mappings: &mut Vec<Mapping>,
+    ) -> UnitKind {
         let n = &name.value;
         let placeholder = UnitKind::Command(CommandSpec {
             command: String::new(),
@@ -129,15 +200,26 @@ impl Validator<'_> {
                 );
                 placeholder
             }
-            (None, None) => {
-                self.err(
-                    name.loc,
-                    format!(
-                        "category `{n}` has neither `command` nor `nextest`: expected exactly one"
-                    ),
-                );
-                placeholder
-            }
+            (None, None) => match cx.default_command {
+                Some(template) => {
+                    let command = expand_template(template, n, filters);
+                    mappings.push(Mapping::new(
+                        "execution.default_command",
+                        format!("command: {command}"),
+                    ));
+                    UnitKind::Command(CommandSpec {
+                        command,
+                        files: self.files(n, c),
+                    })
+                }
+                None => {
+                    mappings.push(Mapping::new(
+                        "command",
+                        "none: give the category a `command`, a `categories:` entry with one, or `execution.default_command`",
+                    ));
+                    UnitKind::Missing
+                }
+            },
             (None, Some(nx)) => {
                 if let Some(files) = &c.files {
                     self.err(
@@ -168,35 +250,63 @@ impl Validator<'_> {
                 let command = self
                     .non_empty(&Some(cmd.clone()), &format!("`command` of category `{n}`"))
                     .unwrap_or_default();
-                let mut files = Vec::new();
-                if let Some(list) = &c.files {
-                    if list.value.0.is_empty() {
-                        self.err(
-                            list.loc,
-                            format!("empty `files` of category `{n}`: expected at least one glob"),
-                        );
-                    }
-                    for glob in &list.value.0 {
-                        if glob.value.trim().is_empty() {
-                            self.err(
-                                glob.loc,
-                                format!("empty glob in `files` of category `{n}`: expected a pattern such as `tests/**/test_*.py`"),
-                            );
-                        } else if let Err(e) = glob::Pattern::new(&glob.value) {
-                            self.err(
-                                glob.loc,
-                                format!(
-                                    "invalid glob `{}` in `files` of category `{n}`: {}",
-                                    glob.value, e.msg
-                                ),
-                            );
-                        } else {
-                            files.push(glob.value.clone());
-                        }
-                    }
+                if let Some(base) = cx.base
+                    && matches!(&base.kind, UnitKind::Command(b) if b.command == command)
+                {
+                    mappings.push(Mapping::new("command", format!("from `categories.{n}`")));
                 }
+                let files = self.files(n, c);
                 UnitKind::Command(CommandSpec { command, files })
             }
         }
     }
+
+    /// `files:` globs of a command category.
+    fn files(&mut self, n: &str, c: &RawCategory) -> Vec<String> {
+        let mut files = Vec::new();
+        if let Some(list) = &c.files {
+            if list.value.0.is_empty() {
+                self.err(
+                    list.loc,
+                    format!("empty `files` of category `{n}`: expected at least one glob"),
+                );
+            }
+            for glob in &list.value.0 {
+                if glob.value.trim().is_empty() {
+                    self.err(
+                glob.loc,
+                format!("empty glob in `files` of category `{n}`: expected a pattern such as `tests/**/test_*.py`"),
+                    );
+                } else if let Err(e) = glob::Pattern::new(&glob.value) {
+                    self.err(
+                        glob.loc,
+                        format!(
+                            "invalid glob `{}` in `files` of category `{n}`: {}",
+                            glob.value, e.msg
+                        ),
+                    );
+                } else {
+                    files.push(glob.value.clone());
+                }
+            }
+        }
+        files
+    }
+}
+
+/// `filters:` as data.
+fn filters_of(c: &RawCategory) -> Filters {
+    let f = c.filters.clone().unwrap_or_default();
+    Filters {
+        include_patterns: f.include_patterns.map(|p| p.0).unwrap_or_default(),
+        exclude_patterns: f.exclude_patterns.map(|p| p.0).unwrap_or_default(),
+    }
+}
+
+/// `execution.default_command` for one category: `{category}` and `{filter_expr}`
+/// substituted (`{junit}` and `{file}` stay for the unit).
+fn expand_template(template: &str, category: &str, filters: &Filters) -> String {
+    template
+        .replace("{category}", category)
+        .replace("{filter_expr}", &filters.expression())
 }

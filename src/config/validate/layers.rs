@@ -1,11 +1,21 @@
 //! Validation of one layer: category, layer and service references, self
 //! dependencies, duration, resource limits (against the global budget) and success
-//! criteria. Also used for the layers other environments' overrides would produce.
+//! criteria; its category objects (validated as categories, see `categories.rs`) and
+//! the old format's layer fields (`background_execution`, `dependencies`,
+//! `llm_requirements`, conflicts naming categories, fractional `min_pass_rate`). Also
+//! used for the layers other environments' overrides would produce.
 
+use super::categories::CategoryCtx;
 use super::*;
 
 impl Validator<'_> {
-    pub(super) fn layer(&mut self, r: &RawLayer, index: usize, names: &Names) -> Layer {
+    pub(super) fn layer(
+        &mut self,
+        r: &RawLayer,
+        index: usize,
+        names: &Names,
+        categories_map: &mut IndexMap<String, Category>,
+    ) -> Layer {
         let n = &r.name.value;
         if n.trim().is_empty() {
             self.err(r.name.loc, "empty layer name: expected a non-empty string");
@@ -17,15 +27,54 @@ impl Validator<'_> {
                 format!("{ctx} has no categories: expected at least one category name"),
             );
         }
+        let mut mappings: Vec<Mapping> = Vec::new();
         let mut categories: Vec<String> = Vec::new();
-        for c in &r.categories.value {
+        let mut category_overrides: IndexMap<String, Category> = IndexMap::new();
+        for item in &r.categories.value {
+            let c = match &item.value {
+                RawLayerCategory::Name(n) => Located {
+                    value: n.clone(),
+                    loc: item.loc,
+                },
+                RawLayerCategory::Object(obj) => match &obj.name {
+                    Some(n) => n.clone(),
+                    None => {
+                        self.err(
+                            item.loc,
+                            format!("missing key `name` in a category object of {ctx}"),
+                        );
+                        continue;
+                    }
+                },
+            };
             if categories.contains(&c.value) {
                 self.err(
                     c.loc,
                     format!("category `{}` is listed twice in {ctx}", c.value),
                 );
-            } else if self.reference(c, &names.categories, "category", &format!("in {ctx}")) {
-                categories.push(c.value.clone());
+                continue;
+            }
+            match &item.value {
+                RawLayerCategory::Name(_) => {
+                    if self.reference(&c, &names.categories, "category", &format!("in {ctx}")) {
+                        categories.push(c.value.clone());
+                    }
+                }
+                RawLayerCategory::Object(obj) => {
+                    let cx = CategoryCtx {
+                        known: names.categories.names(),
+                        global_memory: names.global_memory,
+                        default_command: names.default_command.as_deref(),
+                        services: names.services.names(),
+                        base: categories_map.get(&c.value),
+                    };
+                    let category = self.category(&c, obj, &cx);
+                    categories_map
+                        .entry(c.value.clone())
+                        .or_insert_with(|| category.clone());
+                    category_overrides.insert(c.value.clone(), category);
+                    categories.push(c.value.clone());
+                }
             }
         }
         let mut refs = |list: &Option<Vec<Located<String>>>,
@@ -47,9 +96,23 @@ impl Validator<'_> {
             }
             out
         };
-        let depends_on = refs(&r.depends_on, "depends_on", &names.layers, "layer");
-        let conflicts = refs(&r.conflicts, "conflicts", &names.layers, "layer");
-        let required_services = refs(
+        let mut depends_on = refs(&r.depends_on, "depends_on", &names.layers, "layer");
+        for d in refs(&r.dependencies, "dependencies", &names.layers, "layer") {
+            if !depends_on.contains(&d) {
+                depends_on.push(d);
+            }
+        }
+        // `conflicts` may name layers or categories (the old format mixes both).
+        let (layer_conflicts, category_conflicts): (Vec<_>, Vec<_>) = r
+            .conflicts
+            .iter()
+            .flatten()
+            .cloned()
+            .partition(|c| names.layers.has(&c.value) || !names.categories.has(&c.value));
+        let conflicts = refs(&Some(layer_conflicts), "conflicts", &names.layers, "layer");
+        let conflicting_categories: Vec<String> =
+            category_conflicts.into_iter().map(|c| c.value).collect();
+        let mut required_services = refs(
             &r.required_services,
             "required_services",
             &names.services,
@@ -92,9 +155,25 @@ impl Validator<'_> {
                 .map(|v| v as usize),
         };
         let sc = r.success_criteria.as_ref();
+        // In the old format a pass rate is a fraction (0.95): percent here.
+        let rate = sc.and_then(|s| s.min_pass_rate.clone()).map(|mut l| {
+            if self.harness_layers && l.value <= 1.0 {
+                mappings.push(Mapping::new(
+                    format!("success_criteria.min_pass_rate: {}", l.value),
+                    format!(
+                        "min_pass_rate: {}% (a fraction in the old format)",
+                        l.value * 100.0
+                    ),
+                ));
+                l.value *= 100.0;
+            }
+            l
+        });
+        let allow_partial_success = sc.and_then(|s| s.allow_partial_success).unwrap_or(false);
         let success_criteria = SuccessCriteria {
+            allow_partial_success,
             min_pass_rate: self.number(
-                sc.map_or(&None, |s| &s.min_pass_rate),
+                &rate,
                 &bounds::PASS_RATE,
                 &format!("`success_criteria.min_pass_rate` of {ctx}"),
             ),
@@ -115,7 +194,66 @@ impl Validator<'_> {
         let priority = self
             .int(&r.priority, &bounds::ORDER, &format!("`priority` of {ctx}"))
             .unwrap_or(0);
+        let background = match (&r.background, &r.background_execution) {
+            (Some(b), _) => *b,
+            (None, Some(b)) => {
+                mappings.push(Mapping::new(
+                    format!("background_execution: {}", b.value),
+                    format!("background: {}", b.value),
+                ));
+                b.value
+            }
+            (None, None) => false,
+        };
+        if r.dependencies.is_some() {
+            mappings.push(Mapping::new("dependencies", "depends_on"));
+        }
+        if !conflicting_categories.is_empty() {
+            mappings.push(Mapping::new(
+                format!("conflicts: {}", conflicting_categories.join(", ")),
+                "categories whose units never run at the same time as this layer's",
+            ));
+        }
+        let llm = r.llm_requirements.as_ref().map(|l| {
+            mappings.push(Mapping::new(
+                "llm_requirements",
+                "RUNNER_LLM_MODE, RUNNER_LLM_TIMEOUT_SECONDS, RUNNER_LLM_FALLBACK_TO_MOCK in the units' environment",
+            ));
+            LlmRequirements {
+                mode: l.mode.unwrap_or(LlmMode::Mock),
+                timeout_seconds: self
+                    .duration(
+                        &l.timeout_seconds,
+                        &bounds::TIMEOUT_SECONDS,
+                        &format!("`llm_requirements.timeout_seconds` of {ctx}"),
+                    )
+                    .map(|d| d.as_secs_f64()),
+                fallback_to_mock: l.fallback_to_mock,
+            }
+        });
+        if allow_partial_success {
+            mappings.push(Mapping::new(
+                "success_criteria.allow_partial_success",
+                "a layer missing its criteria is `partial`: its dependents still run",
+            ));
+        }
+        // Services the layer's categories need (`requires_<service>`).
+        for name in &categories {
+            let cat = category_overrides
+                .get(name)
+                .or_else(|| categories_map.get(name));
+            for s in cat.iter().flat_map(|c| c.required_services.iter()) {
+                if !required_services.contains(s) {
+                    required_services.push(s.clone());
+                }
+            }
+        }
         Layer {
+            display_name: r.display_name.clone(),
+            conflicting_categories,
+            llm,
+            category_overrides,
+            mappings,
             name: n.clone(),
             description: r.description.clone().unwrap_or_default(),
             execution_order,
@@ -127,7 +265,7 @@ impl Validator<'_> {
             ),
             execution_mode: r.execution_mode.unwrap_or(LayerMode::Parallel),
             fail_fast: r.fail_fast.map_or(FailFast::Layer, |f| f.0),
-            background: r.background.unwrap_or(false),
+            background,
             categories,
             depends_on,
             conflicts,

@@ -21,6 +21,7 @@ use super::node::{Loc, Sources};
 use super::raw::*;
 
 mod categories;
+mod harness;
 mod layers;
 mod services;
 
@@ -31,6 +32,8 @@ pub(crate) struct Meta {
     pub environment: String,
     pub overlays: Vec<PathBuf>,
     pub environments_available: Vec<String>,
+    /// `layers:` was written as a mapping keyed by layer id (the old format).
+    pub harness_layers: bool,
 }
 
 /// Validates the main configuration, plus the layers as other environments' overrides
@@ -44,7 +47,58 @@ pub(crate) fn validate(
     let mut v = Validator {
         sources,
         diags: Vec::new(),
+        harness_layers: meta.harness_layers,
     };
+    let mut mappings: Vec<Mapping> = Vec::new();
+    let harness_format = meta.harness_layers
+        || raw.metadata.is_some()
+        || raw.execution_config.is_some()
+        || raw.service_dependencies.is_some();
+    let metadata = raw.metadata.as_ref().map(|m| {
+        let text = |v: &Option<EnvValue>| v.as_ref().map(|v| v.0.clone());
+        Metadata {
+            version: text(&m.version),
+            description: text(&m.description),
+            created_at: text(&m.created_at),
+            config_schema_version: text(&m.config_schema_version),
+        }
+    });
+    if metadata.is_some() {
+        mappings.push(Mapping::new("metadata", "kept as information (shown)"));
+    }
+    if meta.harness_layers {
+        mappings.push(Mapping::new(
+            "layers (a mapping keyed by id)",
+            "layers (a list; each key is the layer's `name`, its `name` the `display_name`)",
+        ));
+    }
+    let mut raw = raw;
+    // `service_dependencies:` are services with a probe at `health_check_endpoint`.
+    if let Some(deps) = raw.service_dependencies.take() {
+        let mut services = raw.services.take().unwrap_or_default();
+        for (name, svc) in harness::services_from_dependencies(deps, &mut mappings) {
+            if let Some((first, _)) = services.0.iter().find(|(k, _)| k.value == name.value) {
+                let d = sources
+                    .diag(
+                        name.loc,
+                        format!(
+                            "service `{}` is defined in both `services` and `service_dependencies`",
+                            name.value
+                        ),
+                    )
+                    .with_note(format!(
+                        "first defined at {}:{}:{}",
+                        sources.path(first.loc.src).display(),
+                        first.loc.line,
+                        first.loc.col
+                    ));
+                v.diags.push(d);
+            } else {
+                services.0.push((name, svc));
+            }
+        }
+        raw.services = Some(services);
+    }
     let category_locs = raw.categories_locs();
     let service_locs = raw.services_locs();
     let version = match raw.version {
@@ -59,14 +113,49 @@ pub(crate) fn validate(
         }
     };
     let raw_exec = raw.execution.unwrap_or_default();
-    let execution = v.execution(&raw_exec);
-    let services = v.services(raw.services.unwrap_or_default());
-    let categories = v.categories(raw.categories.unwrap_or_default(), execution.max_memory_mb);
+    let mut execution = v.execution(&raw_exec);
+    if let Some(ec) = &raw.execution_config {
+        let m = v.map_execution_config(ec, &mut execution, &raw_exec);
+        mappings.extend(m);
+    }
+    let services = v.services(
+        raw.services.unwrap_or_default(),
+        execution.layer_startup_timeout,
+    );
     let has_layers = raw.layers.is_some();
     let raw_layers = raw.layers.map(|l| l.value).unwrap_or_default();
+    let raw_categories = raw.categories.unwrap_or_default();
+    // Category names: `categories:` entries, then names defined only by layer objects.
+    let mut category_names: Vec<String> = raw_categories
+        .0
+        .iter()
+        .map(|(k, _)| k.value.clone())
+        .collect();
+    for layer in &raw_layers {
+        for item in &layer.value.categories.value {
+            if let RawLayerCategory::Object(obj) = &item.value
+                && let Some(n) = &obj.name
+                && !category_names.contains(&n.value)
+            {
+                category_names.push(n.value.clone());
+            }
+        }
+    }
+    let service_names: Vec<String> = services.keys().cloned().collect();
+    let mut categories = v.categories(
+        &raw_categories,
+        &categories::CategoryCtx {
+            known: &category_names,
+            global_memory: execution.max_memory_mb,
+            default_command: execution.default_command.as_deref(),
+            services: &service_names,
+            base: None,
+        },
+    );
 
     let names = Names {
-        categories: NameSet::new(categories.keys().cloned().collect()),
+        default_command: execution.default_command.clone(),
+        categories: NameSet::new(category_names.clone()),
         layers: NameSet::new(
             raw_layers
                 .iter()
@@ -93,15 +182,73 @@ pub(crate) fn validate(
         } else {
             seen.insert(&name.value, name.loc);
         }
-        layers.push(v.layer(&layer.value, i, &names));
+        layers.push(v.layer(&layer.value, i, &names, &mut categories));
     }
     for variant in &variants {
         let i = raw_layers
             .iter()
             .position(|l| l.value.name.value == variant.name.value)
             .unwrap_or(0);
-        v.layer(variant, i, &names);
+        v.layer(variant, i, &names, &mut categories.clone());
     }
+    if let Some(ec) = &raw.execution_config {
+        for (layer_id, strategy) in ec.fail_fast_strategy.iter().flat_map(|e| e.0.iter()) {
+            if v.reference(
+                layer_id,
+                &names.layers,
+                "layer",
+                "in `execution_config.fail_fast_strategy`",
+            ) && let Some(layer) = layers.iter_mut().find(|l| l.name == layer_id.value)
+            {
+                layer.fail_fast = strategy.value.0;
+                layer.mappings.push(Mapping::new(
+                    "execution_config.fail_fast_strategy",
+                    format!(
+                        "fail_fast: {}",
+                        serde_json::to_value(strategy.value.0)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        let listed = ec
+            .background_execution
+            .iter()
+            .flat_map(|b| b.background_layers.iter().flatten());
+        for name in listed {
+            if v.reference(
+                name,
+                &names.layers,
+                "layer",
+                "in `execution_config.background_execution.background_layers`",
+            ) && let Some(raw_layer) =
+                raw_layers.iter().find(|l| l.value.name.value == name.value)
+                && raw_layer.value.background.is_none()
+                && raw_layer.value.background_execution.is_none()
+                && let Some(layer) = layers.iter_mut().find(|l| l.name == name.value)
+            {
+                layer.background = true;
+            }
+        }
+        if ec
+            .background_execution
+            .as_ref()
+            .is_some_and(|b| b.enabled == Some(false))
+        {
+            execution.background_layers.clear();
+            for layer in &mut layers {
+                layer.background = false;
+            }
+        }
+    }
+    let harness_format = harness_format
+        || categories.values().any(|c| {
+            c.mappings
+                .iter()
+                .any(|m| m.from != "command" && !m.from.starts_with("execution."))
+        });
     for bg in raw_exec.background_layers.iter().flatten() {
         v.reference(
             bg,
@@ -130,6 +277,9 @@ pub(crate) fn validate(
         layers,
         has_layers,
         agents: Default::default(),
+        metadata,
+        harness_format,
+        mappings,
     })
 }
 
@@ -173,6 +323,7 @@ impl Known for Vec<String> {
 
 /// The names other sections may refer to.
 struct Names {
+    default_command: Option<String>,
     categories: NameSet,
     layers: NameSet,
     services: NameSet,
@@ -182,6 +333,8 @@ struct Names {
 struct Validator<'a> {
     sources: &'a Sources,
     diags: Vec<Diagnostic>,
+    /// `layers:` is in the old mapping form (pass rates there are fractions).
+    harness_layers: bool,
 }
 
 impl Validator<'_> {
@@ -361,6 +514,25 @@ impl Validator<'_> {
                 .unwrap_or(8)
                 << 20,
             real_services: r.real_services.unwrap_or(false),
+            default_command: self.non_empty(&r.default_command, "`execution.default_command`"),
+            layer_execution_mode: r.layer_execution_mode.unwrap_or_default(),
+            inter_layer_delay: self.delay(
+                &r.inter_layer_delay_seconds,
+                "`execution.inter_layer_delay_seconds`",
+            ),
+            layer_startup_timeout: self.duration(
+                &r.layer_startup_timeout_seconds,
+                &bounds::TIMEOUT_SECONDS,
+                "`execution.layer_startup_timeout_seconds`",
+            ),
+            resource_conflict_resolution: r.resource_conflict_resolution.unwrap_or_default(),
+            max_background_layers: self
+                .count(
+                    &r.max_background_layers,
+                    &bounds::PARALLEL,
+                    "`execution.max_background_layers`",
+                )
+                .map(|n| n as usize),
         }
     }
 

@@ -7,6 +7,7 @@ impl Validator<'_> {
     pub(super) fn services(
         &mut self,
         raw: Entries<Located<RawService>>,
+        default_startup_timeout: Option<Duration>,
     ) -> IndexMap<String, Service> {
         let known: Vec<String> = raw.0.iter().map(|(k, _)| k.value.clone()).collect();
         let mut out = IndexMap::new();
@@ -43,6 +44,7 @@ impl Validator<'_> {
                         &bounds::TIMEOUT_SECONDS,
                         &format!("`startup_timeout_seconds` of service `{n}`"),
                     )
+                    .or(default_startup_timeout)
                     .unwrap_or(Duration::from_secs(30)),
                 depends_on,
                 stop: self.non_empty(&s.stop, &format!("`stop` command of service `{n}`")),

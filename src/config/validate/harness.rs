@@ -1,0 +1,550 @@
+//! The fields of the harness `runner` replaces, mapped onto the native model, each
+//! mapping recorded (`Mapping`) so `--show-layers` can say what an old field became:
+//! legacy category fields (`priority` names, `retry_count`, `parallel_safe`, the
+//! `*_intensive` flags, `requires_*`, `resource_requirements`...), `execution_config`
+//! and `service_dependencies`. docs/migrating.md lists every field.
+
+use super::categories::CategoryCtx;
+use super::*;
+
+/// `requires_<service>` flags and the service names each may mean, first defined wins.
+const SERVICE_FLAGS: &[(&str, &[&str])] = &[
+    (
+        "requires_postgresql",
+        &["postgresql", "postgres", "database"],
+    ),
+    ("requires_redis", &["redis"]),
+    ("requires_backend_service", &["backend_service", "backend"]),
+    ("requires_auth_service", &["auth_service", "auth"]),
+    (
+        "requires_frontend_service",
+        &["frontend_service", "frontend"],
+    ),
+    (
+        "requires_websocket_server",
+        &["websocket_server", "websocket"],
+    ),
+    ("requires_backend", &["backend_service", "backend"]),
+    ("requires_frontend", &["frontend_service", "frontend"]),
+    ("requires_database", &["postgresql", "postgres", "database"]),
+];
+
+impl Validator<'_> {
+    /// Maps the old category fields of `c` onto `cat`.
+    pub(super) fn map_harness_category(
+        &mut self,
+        name: &Located<String>,
+        c: &RawCategory,
+        cat: &mut Category,
+        cx: &CategoryCtx<'_>,
+    ) {
+        let n = &name.value;
+        let ctx = format!("category `{n}`");
+        let mut maps: Vec<Mapping> = Vec::new();
+        if let Some(p) = &c.priority {
+            if c.priority_order.is_some() {
+                maps.push(Mapping::new(
+                    format!("priority: {}", p.value.name()),
+                    "not used: `priority_order` is given",
+                ));
+            } else {
+                cat.priority_order = p.value.order();
+                maps.push(Mapping::new(
+                    format!("priority: {}", p.value.name()),
+                    format!(
+                        "priority_order: {} (legacy mode and hybrid layers run lower first)",
+                        p.value.order()
+                    ),
+                ));
+            }
+        }
+        if let Some(deps) = &c.dependencies {
+            for dep in deps {
+                if dep.value == *n {
+                    self.err(dep.loc, format!("{ctx} depends on itself"));
+                } else if self.reference(
+                    dep,
+                    &cx.known.to_vec(),
+                    "category",
+                    &format!("in `dependencies` of {ctx}"),
+                ) && !cat.depends_on.contains(&dep.value)
+                {
+                    cat.depends_on.push(dep.value.clone());
+                }
+            }
+            maps.push(Mapping::new("dependencies", "depends_on"));
+        }
+        if let Some(r) = &c.retry_count {
+            if c.retries.is_some() {
+                maps.push(Mapping::new("retry_count", "not used: `retries` is given"));
+            } else if let Some(n) = self.count(
+                &Some(r.clone()),
+                &bounds::RETRIES,
+                &format!("`retry_count` of {ctx}"),
+            ) {
+                cat.retries = n as u32;
+                maps.push(Mapping::new("retry_count", format!("retries: {n}")));
+            }
+        }
+        if let Some(m) = self.duration(
+            &c.estimated_duration_minutes,
+            &bounds::TIMEOUT_MINUTES,
+            &format!("`estimated_duration_minutes` of {ctx}"),
+        ) {
+            cat.estimated_duration = Some(m);
+            maps.push(Mapping::new(
+                "estimated_duration_minutes",
+                "expected duration until history knows the category (ordering, ETAs)",
+            ));
+        }
+        for conflict in c.conflicts.iter().flatten() {
+            if conflict.value == *n {
+                self.err(conflict.loc, format!("{ctx} conflicts with itself"));
+            } else if self.reference(
+                conflict,
+                &cx.known.to_vec(),
+                "category",
+                &format!("in `conflicts` of {ctx}"),
+            ) && !cat.conflicts.contains(&conflict.value)
+            {
+                cat.conflicts.push(conflict.value.clone());
+            }
+        }
+        if c.parallel_safe == Some(false) {
+            cat.exclusive = true;
+            maps.push(Mapping::new(
+                "parallel_safe: false",
+                "exclusive: its units run with nothing else running",
+            ));
+        }
+        for (flag, set, heavy) in [
+            ("memory_intensive", c.memory_intensive, "memory"),
+            ("cpu_intensive", c.cpu_intensive, "cpu"),
+            ("database_dependent", c.database_dependent, "database"),
+            ("network_intensive", c.network_intensive, "network"),
+        ] {
+            if set == Some(true) {
+                cat.heavy.push(heavy.to_string());
+                maps.push(Mapping::new(
+                    flag,
+                    format!(
+                        "heavy: {heavy} (never overlaps another category heavy in the same way)"
+                    ),
+                ));
+            }
+        }
+        if let Some(envs) = &c.requires_environment {
+            cat.requires_environment = envs.0.iter().map(|e| e.value.clone()).collect();
+            maps.push(Mapping::new(
+                "requires_environment",
+                "skipped unless `--env` is one of these",
+            ));
+        }
+        if c.requires_staging_environment == Some(true) {
+            if !cat.requires_environment.iter().any(|e| e == "staging") {
+                cat.requires_environment.push("staging".into());
+            }
+            maps.push(Mapping::new(
+                "requires_staging_environment",
+                "requires_environment: staging",
+            ));
+        }
+        if let Some(t) = &c.success_rate_threshold {
+            let pct = if t.value <= 1.0 {
+                t.value * 100.0
+            } else {
+                t.value
+            };
+            if let Some(p) = self.number(
+                &Some(Located {
+                    value: pct,
+                    loc: t.loc,
+                }),
+                &bounds::PASS_RATE,
+                &format!("`success_rate_threshold` of {ctx}"),
+            ) {
+                cat.success_rate_threshold = Some(p);
+                maps.push(Mapping::new(
+                    "success_rate_threshold",
+                    format!("{p}% (shown; layers judge by their `success_criteria`)"),
+                ));
+            }
+        }
+        for (flag, set) in [
+            ("requires_frontend", c.requires_frontend),
+            ("requires_backend", c.requires_backend),
+            ("requires_database", c.requires_database),
+        ] {
+            if set == Some(true) {
+                maps.push(self.service_flag(flag, cat, cx.services));
+            }
+        }
+        if let Some(rr) = &c.resource_requirements {
+            for (flag, set) in [
+                ("requires_postgresql", rr.requires_postgresql),
+                ("requires_redis", rr.requires_redis),
+                ("requires_backend_service", rr.requires_backend_service),
+                ("requires_auth_service", rr.requires_auth_service),
+                ("requires_frontend_service", rr.requires_frontend_service),
+                ("requires_websocket_server", rr.requires_websocket_server),
+            ] {
+                if set == Some(true) {
+                    let mut m = self.service_flag(flag, cat, cx.services);
+                    m.from = format!("resource_requirements.{}", m.from);
+                    maps.push(m);
+                }
+            }
+            if rr.requires_real_llm == Some(true) {
+                cat.requires_real_llm = true;
+                maps.push(Mapping::new(
+                    "resource_requirements.requires_real_llm",
+                    "requires_real_llm: runs with --real-llm or in a layer whose llm mode is real",
+                ));
+            }
+            if rr.requires_real_services == Some(true) {
+                cat.requires_real_services = true;
+                maps.push(Mapping::new(
+                    "resource_requirements.requires_real_services",
+                    "requires_real_services: true",
+                ));
+            }
+            for (flag, set) in [
+                ("requires_node_runtime", rr.requires_node_runtime),
+                ("requires_frontend_build", rr.requires_frontend_build),
+            ] {
+                if set == Some(true) {
+                    maps.push(Mapping::new(
+                        format!("resource_requirements.{flag}"),
+                        "kept as information (not checked: make it part of the command)",
+                    ));
+                }
+            }
+            if let Some(mb) = &rr.min_memory_mb {
+                if c.min_memory_mb.is_some() {
+                    maps.push(Mapping::new(
+                        "resource_requirements.min_memory_mb",
+                        "not used: `min_memory_mb` is given",
+                    ));
+                } else if let Some(v) = self.count(
+                    &Some(mb.clone()),
+                    &bounds::MEMORY_ESTIMATE_MB,
+                    &format!("`resource_requirements.min_memory_mb` of {ctx}"),
+                ) {
+                    cat.min_memory_mb = Some(v);
+                    maps.push(Mapping::new(
+                        "resource_requirements.min_memory_mb",
+                        format!("min_memory_mb: {v} (admission estimate)"),
+                    ));
+                }
+            }
+            if rr.dedicated_resources == Some(true) {
+                cat.exclusive = true;
+                maps.push(Mapping::new(
+                    "resource_requirements.dedicated_resources",
+                    "exclusive: its units run with nothing else running",
+                ));
+            }
+        }
+        for (field, set) in [
+            ("category_type", c.category_type.is_some()),
+            ("tags", c.tags.is_some()),
+            ("parent", c.parent.is_some()),
+            ("children", c.children.is_some()),
+            ("environment_scope", c.environment_scope.is_some()),
+        ] {
+            if set {
+                maps.push(Mapping::new(field, "kept as information (shown)"));
+            }
+        }
+        cat.mappings.extend(maps);
+    }
+
+    /// `requires_<service>`: the service, when one of its names is defined.
+    fn service_flag(&mut self, flag: &str, cat: &mut Category, services: &[String]) -> Mapping {
+        let names = SERVICE_FLAGS
+            .iter()
+            .find(|(f, _)| *f == flag)
+            .map_or(&[][..], |(_, n)| *n);
+        match names.iter().find(|n| services.iter().any(|s| s == *n)) {
+            Some(service) => {
+                if !cat.required_services.iter().any(|s| s == service) {
+                    cat.required_services.push(service.to_string());
+                }
+                Mapping::new(
+                    flag,
+                    format!("required service `{service}` (added to the layers that run it)"),
+                )
+            }
+            None => Mapping::new(
+                flag,
+                format!(
+                    "no service named {} is defined: not checked",
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ),
+        }
+    }
+
+    /// `execution_config:` onto `execution` (native keys win). Returns the mappings.
+    pub(super) fn map_execution_config(
+        &mut self,
+        ec: &RawExecutionConfig,
+        exec: &mut Execution,
+        native: &RawExecution,
+    ) -> Vec<Mapping> {
+        let mut maps = Vec::new();
+        let p = "execution_config";
+        if let Some(m) = &ec.layer_execution_mode {
+            if native.layer_execution_mode.is_none() {
+                exec.layer_execution_mode = m.value;
+            }
+            maps.push(Mapping::new(
+                format!("{p}.layer_execution_mode"),
+                "execution.layer_execution_mode",
+            ));
+        }
+        if ec.global_timeout_minutes.is_some() && native.global_timeout_minutes.is_none() {
+            exec.global_timeout = self.duration(
+                &ec.global_timeout_minutes,
+                &bounds::TIMEOUT_MINUTES,
+                "`execution_config.global_timeout_minutes`",
+            );
+            maps.push(Mapping::new(
+                format!("{p}.global_timeout_minutes"),
+                "execution.global_timeout_minutes",
+            ));
+        }
+        if ec.layer_startup_timeout_seconds.is_some()
+            && native.layer_startup_timeout_seconds.is_none()
+        {
+            exec.layer_startup_timeout = self.duration(
+                &ec.layer_startup_timeout_seconds,
+                &bounds::TIMEOUT_SECONDS,
+                "`execution_config.layer_startup_timeout_seconds`",
+            );
+            maps.push(Mapping::new(
+                format!("{p}.layer_startup_timeout_seconds"),
+                "execution.layer_startup_timeout_seconds (startup timeout of services without their own)",
+            ));
+        }
+        if ec.inter_layer_delay_seconds.is_some() && native.inter_layer_delay_seconds.is_none() {
+            exec.inter_layer_delay = self.delay(
+                &ec.inter_layer_delay_seconds,
+                "`execution_config.inter_layer_delay_seconds`",
+            );
+            maps.push(Mapping::new(
+                format!("{p}.inter_layer_delay_seconds"),
+                "execution.inter_layer_delay_seconds (a wait between foreground stages)",
+            ));
+        }
+        if ec.max_global_parallel_tests.is_some() && native.max_parallel_tests.is_none() {
+            exec.max_parallel_tests = self
+                .count(
+                    &ec.max_global_parallel_tests,
+                    &bounds::PARALLEL,
+                    "`execution_config.max_global_parallel_tests`",
+                )
+                .map(|n| n as usize);
+            maps.push(Mapping::new(
+                format!("{p}.max_global_parallel_tests"),
+                "execution.max_parallel_tests (global slots)",
+            ));
+        }
+        if ec.max_memory_usage_mb.is_some() && native.max_memory_mb.is_none() {
+            exec.max_memory_mb = self.count(
+                &ec.max_memory_usage_mb,
+                &bounds::MEMORY_MB,
+                "`execution_config.max_memory_usage_mb`",
+            );
+            maps.push(Mapping::new(
+                format!("{p}.max_memory_usage_mb"),
+                "execution.max_memory_mb",
+            ));
+        }
+        if ec.max_cpu_usage_percent.is_some() && native.max_cpu_percent.is_none() {
+            exec.max_cpu_percent = self
+                .count(
+                    &ec.max_cpu_usage_percent,
+                    &bounds::CPU_PERCENT,
+                    "`execution_config.max_cpu_usage_percent`",
+                )
+                .map(|n| n as u32);
+            maps.push(Mapping::new(
+                format!("{p}.max_cpu_usage_percent"),
+                "execution.max_cpu_percent",
+            ));
+        }
+        if let Some(r) = &ec.resource_conflict_resolution {
+            if native.resource_conflict_resolution.is_none() {
+                exec.resource_conflict_resolution = r.value;
+            }
+            let note = match r.value {
+                ConflictResolution::PriorityBased => "execution.resource_conflict_resolution",
+                _ => {
+                    "execution.resource_conflict_resolution (admitted as priority_based: the queue is first come, first served within a rank)"
+                }
+            };
+            maps.push(Mapping::new(
+                format!("{p}.resource_conflict_resolution"),
+                note,
+            ));
+        }
+        if ec.default_command.is_some() && native.default_command.is_none() {
+            exec.default_command =
+                self.non_empty(&ec.default_command, "`execution_config.default_command`");
+            maps.push(Mapping::new(
+                format!("{p}.default_command"),
+                "execution.default_command",
+            ));
+        }
+        if let Some(bg) = &ec.background_execution {
+            if bg.enabled == Some(false) {
+                maps.push(Mapping::new(
+                    format!("{p}.background_execution.enabled: false"),
+                    "every layer runs in the foreground (`background` flags are ignored)",
+                ));
+            }
+            if bg.background_layers.is_some() {
+                maps.push(Mapping::new(
+                    format!("{p}.background_execution.background_layers"),
+                    "`background: true` of each layer that does not set its own",
+                ));
+            }
+            if bg.max_background_layers.is_some() && native.max_background_layers.is_none() {
+                exec.max_background_layers = self
+                    .count(
+                        &bg.max_background_layers,
+                        &bounds::PARALLEL,
+                        "`execution_config.background_execution.max_background_layers`",
+                    )
+                    .map(|n| n as usize);
+                maps.push(Mapping::new(
+                    format!("{p}.background_execution.max_background_layers"),
+                    "execution.max_background_layers",
+                ));
+            }
+        }
+        if ec.fail_fast_strategy.is_some() {
+            maps.push(Mapping::new(
+                format!("{p}.fail_fast_strategy"),
+                "each named layer's fail_fast",
+            ));
+        }
+        maps
+    }
+
+    /// A wait in seconds (0 allowed).
+    pub(super) fn delay(&mut self, v: &Option<Located<f64>>, what: &str) -> Option<Duration> {
+        self.duration(v, &bounds::KILL_GRACE_SECONDS, what)
+            .filter(|d| !d.is_zero())
+    }
+}
+
+/// `service_dependencies:` entries as `services:` entries: `health_check_endpoint`
+/// `host:port` is a TCP probe, `host:port/path` (or a URL) an HTTP probe.
+pub(super) fn services_from_dependencies(
+    deps: Entries<Located<RawServiceDependency>>,
+    maps: &mut Vec<Mapping>,
+) -> Vec<(Located<String>, Located<RawService>)> {
+    let mut out = Vec::new();
+    for (name, dep) in deps.0 {
+        let d = dep.value;
+        let ready = match (d.ready, d.health_check_endpoint) {
+            (Some(r), _) => Some(r),
+            (None, Some(ep)) => {
+                let (http, value) = endpoint_probe(&ep.value);
+                maps.push(Mapping::new(
+                    format!("service_dependencies.{}.health_check_endpoint", name.value),
+                    format!(
+                        "services.{}.ready.{}: {value}",
+                        name.value,
+                        if http { "http" } else { "tcp" }
+                    ),
+                ));
+                let located = Located { value, loc: ep.loc };
+                Some(Located {
+                    value: if http {
+                        RawReady::Http(located)
+                    } else {
+                        RawReady::Tcp(located)
+                    },
+                    loc: ep.loc,
+                })
+            }
+            (None, None) => None,
+        };
+        if d.start.is_none() {
+            maps.push(Mapping::new(
+                format!("service_dependencies.{}", name.value),
+                format!(
+                    "services.{} (no `start`: must already be up; a run that needs it exits 3 when it is not)",
+                    name.value
+                ),
+            ));
+        }
+        out.push((
+            name,
+            Located {
+                value: RawService {
+                    start: d.start,
+                    ready,
+                    startup_timeout_seconds: d.startup_timeout_seconds,
+                    depends_on: d.depends_on,
+                    stop: d.stop,
+                    env: d.env,
+                },
+                loc: dep.loc,
+            },
+        ));
+    }
+    out
+}
+
+/// The probe for a `health_check_endpoint`: (is HTTP, the address or URL).
+pub(crate) fn endpoint_probe(endpoint: &str) -> (bool, String) {
+    let e = endpoint.trim();
+    if e.starts_with("http://") || e.starts_with("https://") {
+        return (true, e.to_string());
+    }
+    match e.split_once('/') {
+        Some((hostport, path)) => (true, format!("http://{hostport}/{path}")),
+        None => (false, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_become_tcp_or_http_probes() {
+        assert_eq!(
+            endpoint_probe("localhost:5432"),
+            (false, "localhost:5432".into())
+        );
+        assert_eq!(
+            endpoint_probe("localhost:8000/health"),
+            (true, "http://localhost:8000/health".into())
+        );
+        assert_eq!(
+            endpoint_probe("http://h:1/x"),
+            (true, "http://h:1/x".into())
+        );
+    }
+
+    #[test]
+    fn filter_expressions() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            filter_expression(&s(&["a", "b"]), &s(&["c", "d"])),
+            "(a or b) and not (c or d)"
+        );
+        assert_eq!(filter_expression(&s(&["a"]), &[]), "(a)");
+        assert_eq!(filter_expression(&[], &s(&["c"])), "not (c)");
+        assert_eq!(filter_expression(&[], &[]), "");
+    }
+}
