@@ -54,6 +54,7 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                 let l = &pl.layer;
                 json!({
                     "name": l.name,
+                    "display_name": l.display_name,
                     "description": l.description,
                     "execution_order": l.execution_order,
                     "priority": l.priority,
@@ -64,8 +65,15 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                     "conflicts": l.conflicts,
                     "required_services": l.required_services,
                     "max_duration_seconds": l.max_duration.map(|d| d.as_secs_f64()),
+                    "conflicting_categories": l.conflicting_categories,
+                    "resource_limits": l.resource_limits,
+                    "success_criteria": l.success_criteria,
+                    "llm_requirements": l.llm,
+                    "mappings": l.mappings,
                     "categories": pl.categories.iter().map(|c| json!({
                         "name": c.category.name,
+                        "settings": c.category,
+                        "mappings": c.category.mappings,
                         "units": match &c.category.kind {
                             UnitKind::Nextest(_) | UnitKind::Missing => serde_json::Value::Null,
                             UnitKind::Command(_) => c.units.len().into(),
@@ -79,6 +87,10 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
             .collect();
         let out = json!({
             "config": config.source,
+            "format": if config.harness_format { "harness" } else { "native" },
+            "metadata": config.metadata,
+            "execution": config.execution,
+            "mappings": config.mappings,
             "environment": config.environment,
             "environments": config.environments_available,
             "slots": slots,
@@ -96,6 +108,29 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
         config.environment,
         slots
     )?;
+    if config.harness_format {
+        outln!("format of the replaced harness: every old field is shown with what it became (docs/migrating.md)")?;
+    }
+    if let Some(m) = &config.metadata {
+        let parts: Vec<String> = [
+            ("version", &m.version),
+            ("schema", &m.config_schema_version),
+            ("created", &m.created_at),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+        .collect();
+        outln!(
+            "metadata: {}{}",
+            m.description.clone().unwrap_or_default(),
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", parts.join(", "))
+            }
+        )?;
+    }
+    write_mappings("", &config.mappings)?;
     if plan.legacy {
         outln!("no layers defined: legacy category mode")?;
     }
@@ -104,8 +139,12 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
         let units: usize = pl.categories.iter().map(|c| c.units.len()).sum();
         outln!()?;
         outln!(
-            "layer {}{} (order {}, priority {}): {}",
+            "layer {}{}{} (order {}, priority {}): {}",
             l.name,
+            l.display_name
+                .as_ref()
+                .map(|d| format!(" \"{d}\""))
+                .unwrap_or_default(),
             if pl.background { " [background]" } else { "" },
             l.execution_order,
             l.priority,
@@ -130,9 +169,42 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
         if !l.conflicts.is_empty() {
             outln!("  conflicts with: {}", l.conflicts.join(", "))?;
         }
+        if !l.conflicting_categories.is_empty() {
+            outln!(
+                "  never alongside categories: {}",
+                l.conflicting_categories.join(", ")
+            )?;
+        }
         if !l.required_services.is_empty() {
             outln!("  services: {}", l.required_services.join(", "))?;
         }
+        let sc = &l.success_criteria;
+        let mut criteria = Vec::new();
+        if let Some(r) = sc.min_pass_rate {
+            criteria.push(format!("pass rate >= {r}%"));
+        }
+        if let Some(f) = sc.max_failures {
+            criteria.push(format!("at most {f} failures"));
+        }
+        if sc.allow_partial_success {
+            criteria.push("partial success allowed".into());
+        }
+        if !criteria.is_empty() {
+            outln!("  success: {}", criteria.join(", "))?;
+        }
+        if let Some(llm) = &l.llm {
+            outln!(
+                "  llm: {}{}{}",
+                llm.mode.as_str(),
+                llm.timeout_seconds
+                    .map(|t| format!(", timeout {t}s"))
+                    .unwrap_or_default(),
+                llm.fallback_to_mock
+                    .map(|f| format!(", fallback to mock {f}"))
+                    .unwrap_or_default()
+            )?;
+        }
+        write_mappings("  ", &l.mappings)?;
         for c in &pl.categories {
             let kind = match &c.category.kind {
                 UnitKind::Command(spec) => format!("command `{}`", spec.command),
@@ -156,6 +228,7 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                     .map(|r| format!(" [skipped: {r}]"))
                     .unwrap_or_default()
             )?;
+            write_category_settings(&c.category)?;
         }
     }
     if !config.services.is_empty() {
@@ -176,6 +249,54 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
         outln!("warning: {w}")?;
     }
     Ok(exit_code::PASSED)
+}
+
+/// What old fields became, one per line.
+fn write_mappings(indent: &str, mappings: &[crate::config::Mapping]) -> Result<(), OutError> {
+    for m in mappings {
+        outln!("{indent}  {} -> {}", m.from, m.to)?;
+    }
+    Ok(())
+}
+
+/// A category's effective settings beyond its command and timeout, then its mappings.
+fn write_category_settings(c: &crate::config::Category) -> Result<(), OutError> {
+    let mut parts = Vec::new();
+    if c.priority_order != 0 {
+        parts.push(format!("priority_order {}", c.priority_order));
+    }
+    if let Some(n) = c.max_parallel_instances {
+        parts.push(format!("max {n} at once"));
+    }
+    if c.retries > 0 {
+        parts.push(format!("retries {}", c.retries));
+    }
+    if let Some(m) = c.min_memory_mb {
+        parts.push(format!("estimate {m} MiB"));
+    }
+    if c.exclusive {
+        parts.push("runs alone".into());
+    }
+    if !c.heavy.is_empty() {
+        parts.push(format!("heavy: {}", c.heavy.join(", ")));
+    }
+    if !c.conflicts.is_empty() {
+        parts.push(format!("never with {}", c.conflicts.join(", ")));
+    }
+    if !c.depends_on.is_empty() {
+        parts.push(format!("after {}", c.depends_on.join(", ")));
+    }
+    if !c.required_services.is_empty() {
+        parts.push(format!("services {}", c.required_services.join(", ")));
+    }
+    let expr = c.filters.expression();
+    if !expr.is_empty() {
+        parts.push(format!("filter `{expr}`"));
+    }
+    if !parts.is_empty() {
+        outln!("      {}", parts.join("; "))?;
+    }
+    write_mappings("    ", &c.mappings)
 }
 
 /// A value's serde name (`hybrid`, `immediate`).
