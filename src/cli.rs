@@ -60,6 +60,11 @@ pub struct Cli {
     #[arg(long)]
     pub show_layers: bool,
 
+    /// Print the configuration as a native layers.yaml (for the --env environment, with
+    /// its overrides applied), then exit: the migration of a file in the old format.
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Tag every event with this thread id (streamed orchestration with --use-layers).
     #[arg(long, value_name = "ID")]
     pub websocket_thread_id: Option<String>,
@@ -375,6 +380,8 @@ pub enum Mode {
     },
     /// `--show-layers`.
     ShowLayers,
+    /// `--print-config`.
+    PrintConfig,
     /// `--orchestration-status`.
     OrchestrationStatus,
     /// A layered run.
@@ -416,6 +423,7 @@ impl Mode {
             Mode::Completions(_) => "completions",
             Mode::MergeJunit { .. } => "merge_junit",
             Mode::ShowLayers => "show_layers",
+            Mode::PrintConfig => "print_config",
             Mode::OrchestrationStatus => "status",
             Mode::Layers { master: true, .. } => "master",
             Mode::Layers {
@@ -482,6 +490,9 @@ impl Cli {
         }
         if self.show_layers {
             return Mode::ShowLayers;
+        }
+        if self.print_config {
+            return Mode::PrintConfig;
         }
         if let Some(id) = &self.kill_background {
             return Mode::Background(BackgroundCommand::Kill(id.clone()));

@@ -579,6 +579,26 @@ pub fn order_units(plan: &mut Plan, hints: &Hints) {
     }
 }
 
+/// Units history does not know yet get their category's `estimated_duration` (split
+/// evenly over the category's units) as their expected duration: the estimate before
+/// history exists, for ordering and ETAs.
+pub fn apply_estimates(plan: &Plan, hints: &mut Hints) {
+    for layer in plan.layers() {
+        for cat in &layer.categories {
+            let Some(total) = cat.category.estimated_duration else {
+                continue;
+            };
+            let each = total / cat.units.len().max(1) as u32;
+            for unit in &cat.units {
+                let hint = hints.units.entry(unit.id.clone()).or_default();
+                if hint.expected.is_none() {
+                    hint.expected = Some(each);
+                }
+            }
+        }
+    }
+}
+
 /// Keeps only the units `keep` accepts (layers and categories stay, possibly empty, as
 /// with [`partition`]); returns how many remain.
 pub fn retain_units(plan: &mut Plan, keep: impl Fn(&Unit) -> bool) -> usize {

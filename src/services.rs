@@ -348,6 +348,64 @@ impl Drop for Services {
     }
 }
 
+/// Before anything runs: every service the planned layers need (with the services
+/// those depend on) that has no `start` command must already be up. Probes them all
+/// and returns, for each one down, a line naming it, its probe and the layers that
+/// need it (the run then stops with exit code 3 before any unit starts).
+pub async fn preflight(
+    config: &crate::config::Config,
+    layers: &[(&str, &[String])],
+) -> Result<(), String> {
+    // Service -> layers needing it (directly or through `depends_on`), in plan order.
+    let mut needed: Vec<(String, Vec<String>)> = Vec::new();
+    for (layer, services) in layers {
+        let mut stack: Vec<&str> = services.iter().map(String::as_str).collect();
+        let mut seen: Vec<&str> = Vec::new();
+        while let Some(name) = stack.pop() {
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            let Some(svc) = config.services.get(name) else {
+                continue;
+            };
+            stack.extend(svc.depends_on.iter().map(String::as_str));
+            match needed.iter_mut().find(|(n, _)| n == name) {
+                Some((_, ls)) if !ls.iter().any(|l| l == layer) => ls.push(layer.to_string()),
+                Some(_) => {}
+                None => needed.push((name.to_string(), vec![layer.to_string()])),
+            }
+        }
+    }
+    needed.sort_by_key(|(n, _)| config.services.get_index_of(n.as_str()));
+    let mut down = Vec::new();
+    for (name, layers) in &needed {
+        let svc = &config.services[name.as_str()];
+        if svc.start.is_some() {
+            continue;
+        }
+        let Some(probe) = &svc.ready else { continue };
+        let env: Vec<(String, String)> = svc.env.clone().into_iter().collect();
+        if !probe_once(probe, &config.root, &env).await {
+            down.push(format!(
+                "service `{name}` is not running at {} and has no `start` command; needed by layer{} {}",
+                describe_probe(Some(probe)),
+                if layers.len() == 1 { "" } else { "s" },
+                layers.join(", ")
+            ));
+        }
+    }
+    if down.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "runner: {}\n  help: start {} first, or give {} a `start` command (under `services:` or `service_dependencies:`)",
+        down.join("\nrunner: "),
+        if down.len() == 1 { "it" } else { "them" },
+        if down.len() == 1 { "it" } else { "each" },
+    ))
+}
+
 /// Prints a failed service's reason and log tail on stderr, between dividers.
 fn report_failure(e: &ServiceError) {
     let mut msg = format!(

@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::resource_manager::{self, AdmissionRequest, EstimateInputs, ResourceHandle};
+use super::resource_manager::{self, AdmissionRequest, EstimateInputs, Exclusion, ResourceHandle};
 use super::{Health, names};
 use crate::bus::EventBus;
 use crate::config::{Category, Config, FailFast, LayerMode, LeakPolicy, UnitKind};
@@ -479,6 +479,8 @@ async fn run_category(
                             unit: unit.id.clone(),
                             layer: run.name().to_string(),
                             memory_mb,
+                            category: cat.name.clone(),
+                            exclusion: exclusion(&run.planned.layer, cat),
                         })
                         .await
                         .map_err(|_| {
@@ -550,6 +552,22 @@ async fn run_category(
         reason,
     });
     passed
+}
+
+/// What a unit of `cat` in `layer` must never run alongside.
+fn exclusion(layer: &crate::config::Layer, cat: &Category) -> Exclusion {
+    let mut categories = cat.conflicts.clone();
+    for c in &layer.conflicting_categories {
+        if !categories.contains(c) {
+            categories.push(c.clone());
+        }
+    }
+    Exclusion {
+        alone: cat.exclusive,
+        categories,
+        layers: layer.conflicts.clone(),
+        heavy: cat.heavy.clone(),
+    }
 }
 
 fn category_stop_text(run: &LayerRun, token: &CancellationToken) -> String {

@@ -23,6 +23,7 @@ pub async fn run(mut cli: Cli) -> Result<i32, Error> {
         Mode::Completions(shell) => completions(*shell),
         Mode::MergeJunit { out, inputs } => crate::report::junit::merge_command(out, inputs),
         Mode::ShowLayers => status::show_layers(&load(&cli)?, &cli),
+        Mode::PrintConfig => print_config(&load(&cli)?),
         Mode::OrchestrationStatus => status::orchestration_status(&cli, load(&cli).ok()).await,
         Mode::Layers { .. } | Mode::Legacy { .. } => {
             let cfg = load(&cli)?;
@@ -50,6 +51,18 @@ pub async fn run(mut cli: Cli) -> Result<i32, Error> {
 }
 
 pub use crate::runner::{load_config as load, slots};
+
+/// `--print-config`: the native `layers.yaml` equivalent on stdout.
+fn print_config(config: &crate::config::Config) -> i32 {
+    match crate::config::native_yaml(config) {
+        Ok(text) => crate::report::out::listing(|| {
+            crate::report::out::write_bytes(text.as_bytes()).map(|()| crate::exit_code::PASSED)
+        }),
+        Err(e) => {
+            Error::infrastructure(format!("runner: cannot print the configuration: {e}")).report()
+        }
+    }
+}
 
 /// `runner completions SHELL`: the completion script on stdout.
 fn completions(shell: clap_complete::Shell) -> i32 {

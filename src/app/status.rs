@@ -109,7 +109,9 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
         slots
     )?;
     if config.harness_format {
-        outln!("format of the replaced harness: every old field is shown with what it became (docs/migrating.md)")?;
+        outln!(
+            "format of the replaced harness: every old field is shown with what it became (docs/migrating.md)"
+        )?;
     }
     if let Some(m) = &config.metadata {
         let parts: Vec<String> = [

@@ -26,6 +26,7 @@ mod error;
 mod graph;
 mod harness;
 pub mod model;
+mod native;
 mod node;
 mod raw;
 mod validate;
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 pub use env::{DEFAULT_ENVIRONMENT, canonical_environment, environments_dir, environments_in};
 pub use error::{ConfigError, Diagnostic, suggest};
 pub use model::*;
+pub use native::native_yaml;
 
 use node::{Node, Sources, Value};
 

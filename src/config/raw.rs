@@ -161,6 +161,9 @@ pub(crate) struct RawCategory {
     pub children: Option<Names>,
     pub success_rate_threshold: Option<Located<f64>>,
     pub environment_scope: Option<OneOrMany<String>>,
+    pub exclusive: Option<bool>,
+    pub heavy: Option<Vec<Located<String>>>,
+    pub required_services: Option<Names>,
     /// Checked and applied on the tree before deserialization (see [`super::env`]).
     #[allow(dead_code)]
     pub environment_overrides: Option<IgnoredAny>,

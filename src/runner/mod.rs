@@ -194,6 +194,18 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         };
     }
     plan = apply_partition(cli, plan);
+    // Services nobody can start must be up before anything runs (exit 3 otherwise).
+    if !interrupted_while_planning {
+        let needs: Vec<(&str, &[String])> = plan
+            .layers()
+            .filter(|l| l.units().next().is_some())
+            .map(|l| (l.layer.name.as_str(), l.layer.required_services.as_slice()))
+            .collect();
+        if let Err(message) = crate::services::preflight(&config, &needs).await {
+            orchestrator_agent.stop().await;
+            return Err(Error::infrastructure(message));
+        }
+    }
     // History: --rerun-failed, longest-first order, memory estimates, ETAs.
     let history = crate::store::load(&config.root, plan.units().map(|u| u.id.as_str()));
     plan.warnings.extend(history.warning.clone());
@@ -215,7 +227,9 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             )),
         }
     }
-    let hints = Arc::new(history.hints(cli.failed_first));
+    let mut hints = history.hints(cli.failed_first);
+    crate::plan::apply_estimates(&plan, &mut hints);
+    let hints = Arc::new(hints);
     crate::plan::order_units(&mut plan, &hints);
     if plan.legacy {
         let why = if config.has_layers {

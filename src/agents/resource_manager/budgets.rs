@@ -10,6 +10,11 @@
 //!   really uses).
 //! - A unit alone runs whatever its size (alone in the run for the global budget, alone
 //!   in its layer for the layer's), so nothing waits forever.
+//! - Exclusions: a unit that must run alone waits until nothing runs, and while it runs
+//!   nothing else is admitted (as for the global budget, it holds later requests back
+//!   once its bypass window has passed, so it is not starved); a unit whose category or
+//!   layer conflicts with a running unit's (or that is heavy in the same way) waits for
+//!   it without holding anyone back.
 //! - Under memory pressure (`throttled`) nothing is admitted while anything runs.
 //! - Foreground first: every waiting foreground request is considered before any
 //!   background one; a background request is granted only while no foreground request
@@ -27,6 +32,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+#[cfg(test)]
+use super::Exclusion;
 use super::{AdmissionRequest, LayerBudget, Usage};
 
 /// A request that waits, with what to do once it is granted.
@@ -53,6 +60,8 @@ pub(super) enum Block {
     Layer,
     /// Only the background slots (a background request).
     Background,
+    /// A running unit it conflicts with.
+    Conflict,
 }
 
 /// The budgets and who holds them.
@@ -124,6 +133,12 @@ impl<R> Budgets<R> {
         if self.granted.is_empty() {
             return Ok(()); // alone, anything runs: nothing may wait forever
         }
+        if req.exclusion.alone || self.granted.values().any(|g| g.req.exclusion.alone) {
+            return Err(Block::Global);
+        }
+        if self.granted.values().any(|g| g.req.conflicts_with(req)) {
+            return Err(Block::Conflict);
+        }
         if self.throttled {
             return Err(Block::Global);
         }
@@ -191,7 +206,7 @@ impl<R> Budgets<R> {
                             Block::Layer => {
                                 held_layers.insert(w.req.layer.clone());
                             }
-                            Block::Background => {}
+                            Block::Background | Block::Conflict => {}
                         }
                     }
                     i += 1;
@@ -266,6 +281,8 @@ mod tests {
 
     fn req(unit: &str, layer: &str, mb: u64) -> AdmissionRequest {
         AdmissionRequest {
+            category: unit.to_string(),
+            exclusion: Exclusion::default(),
             background: false,
             unit: unit.into(),
             layer: layer.into(),
@@ -368,6 +385,66 @@ mod tests {
         b.done("fast");
         b.done("fast2");
         assert_eq!(b.grant(9), vec!["bg2"], "one background unit at a time");
+    }
+
+    impl Bench {
+        /// Queue a unit of category `cat` with `exclusion` at `at_ms`.
+        fn ask_with(&mut self, at_ms: u64, name: &'static str, cat: &str, exclusion: Exclusion) {
+            let mut r = req(name, "l", 0);
+            r.category = cat.into();
+            r.exclusion = exclusion;
+            self.b.queue.push_back(Waiting {
+                req: r,
+                reply: Name(name),
+                since: self.t0 + Duration::from_millis(at_ms),
+            });
+        }
+    }
+
+    #[test]
+    fn exclusive_units_run_alone_and_conflicting_categories_never_overlap() {
+        let alone = Exclusion {
+            alone: true,
+            ..Exclusion::default()
+        };
+        let mut t = Bench::new(8, None, &[]);
+        t.ask_with(0, "a1", "a", Exclusion::default());
+        t.ask_with(0, "solo", "e2e", alone.clone());
+        t.ask_with(0, "a2", "a", Exclusion::default());
+        assert_eq!(t.grant(0), vec!["a1", "a2"], "the exclusive unit waits");
+        t.done("a1");
+        t.done("a2");
+        t.ask_with(1, "a3", "a", Exclusion::default());
+        assert_eq!(t.grant(1), vec!["solo"]);
+        assert!(t.grant(2).is_empty(), "nothing runs beside it");
+        t.done("solo");
+        assert_eq!(t.grant(3), vec!["a3"]);
+        t.done("a3");
+
+        // `conflicts` (either side) and the same heavy kind keep two categories apart.
+        let conflicts = |c: &[&str]| Exclusion {
+            categories: c.iter().map(|s| s.to_string()).collect(),
+            ..Exclusion::default()
+        };
+        let heavy = Exclusion {
+            heavy: vec!["memory".into()],
+            ..Exclusion::default()
+        };
+        t.ask_with(10, "db1", "database", conflicts(&["performance"]));
+        t.ask_with(10, "db2", "database", conflicts(&["performance"]));
+        t.ask_with(10, "perf", "performance", heavy.clone());
+        t.ask_with(10, "agent", "agent", heavy.clone());
+        t.ask_with(10, "other", "unit", Exclusion::default());
+        assert_eq!(
+            t.grant(10),
+            vec!["db1", "db2", "agent", "other"],
+            "a category runs beside itself; performance waits for database and agent"
+        );
+        t.done("db1");
+        t.done("db2");
+        assert!(t.grant(11).is_empty(), "agent is heavy in the same way");
+        t.done("agent");
+        assert_eq!(t.grant(12), vec!["perf"]);
     }
 
     #[test]

@@ -60,6 +60,47 @@ pub struct AdmissionRequest {
     /// A background layer's unit: admitted after every foreground request, only into
     /// slots the foreground leaves idle, and at most `background_slots` at once.
     pub background: bool,
+    /// Its category.
+    pub category: String,
+    /// What it must never run alongside.
+    pub exclusion: Exclusion,
+}
+
+/// What a unit must never run alongside (`conflicts`, `parallel_safe: false`,
+/// `dedicated_resources`, the `*_intensive` flags of categories; `conflicts` of layers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusion {
+    /// Runs with nothing else running.
+    pub alone: bool,
+    /// Categories whose units never run at the same time as this one.
+    pub categories: Vec<String>,
+    /// Layers whose units never run at the same time as this one.
+    pub layers: Vec<String>,
+    /// Heavy in these ways: never overlaps a unit of another category heavy in the same way.
+    pub heavy: Vec<String>,
+}
+
+impl AdmissionRequest {
+    /// True when `self` and `other` must not run at the same time (either side's
+    /// conflicts name the other's category or layer, or both are heavy in the same way).
+    /// Units of one category never conflict with each other here (their category's
+    /// `max_parallel_instances` governs them).
+    pub fn conflicts_with(&self, other: &AdmissionRequest) -> bool {
+        if self.category == other.category {
+            return false;
+        }
+        let names = |a: &AdmissionRequest, b: &AdmissionRequest| {
+            a.exclusion.categories.contains(&b.category)
+                || (a.layer != b.layer && a.exclusion.layers.contains(&b.layer))
+        };
+        names(self, other)
+            || names(other, self)
+            || self
+                .exclusion
+                .heavy
+                .iter()
+                .any(|h| other.exclusion.heavy.contains(h))
+    }
 }
 
 /// A layer's own budgets.

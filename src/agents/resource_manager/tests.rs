@@ -20,6 +20,8 @@ fn settings(slots: usize, memory: Option<u64>) -> ResourceSettings {
 
 fn req(unit: &str, mb: u64) -> AdmissionRequest {
     AdmissionRequest {
+        category: unit.to_string(),
+        exclusion: Default::default(),
         background: false,
         unit: unit.into(),
         layer: "l".into(),
@@ -273,6 +275,8 @@ async fn layer_budgets_apply_to_their_layer() {
     );
     let (rm, agent) = start_with_probe(s, &bus, Fake::new().boxed());
     let layer_req = |unit: &str, layer: &str| AdmissionRequest {
+        category: unit.to_string(),
+        exclusion: Default::default(),
         background: false,
         unit: unit.into(),
         layer: layer.into(),

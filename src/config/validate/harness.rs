@@ -7,6 +7,9 @@
 use super::categories::CategoryCtx;
 use super::*;
 
+/// The ways a category may be heavy (`heavy:`; the old `*_intensive` flags).
+const HEAVY_KINDS: &[&str] = &["memory", "cpu", "database", "network"];
+
 /// `requires_<service>` flags and the service names each may mean, first defined wins.
 const SERVICE_FLAGS: &[(&str, &[&str])] = &[
     (
@@ -41,6 +44,35 @@ impl Validator<'_> {
         let n = &name.value;
         let ctx = format!("category `{n}`");
         let mut maps: Vec<Mapping> = Vec::new();
+        // Native keys first.
+        cat.exclusive = c.exclusive.unwrap_or(false);
+        for h in c.heavy.iter().flatten() {
+            if HEAVY_KINDS.contains(&h.value.as_str()) {
+                if !cat.heavy.contains(&h.value) {
+                    cat.heavy.push(h.value.clone());
+                }
+            } else {
+                let d = self
+                    .sources
+                    .diag(
+                        h.loc,
+                        format!("unknown value `{}` in `heavy` of {ctx}", h.value),
+                    )
+                    .with_suggestion(&h.value, HEAVY_KINDS.iter().copied(), "values", true);
+                self.diags.push(d);
+            }
+        }
+        for s in c.required_services.iter().flatten() {
+            if self.reference(
+                s,
+                &cx.services.to_vec(),
+                "service",
+                &format!("in `required_services` of {ctx}"),
+            ) && !cat.required_services.contains(&s.value)
+            {
+                cat.required_services.push(s.value.clone());
+            }
+        }
         if let Some(p) = &c.priority {
             if c.priority_order.is_some() {
                 maps.push(Mapping::new(
@@ -124,7 +156,9 @@ impl Validator<'_> {
             ("network_intensive", c.network_intensive, "network"),
         ] {
             if set == Some(true) {
-                cat.heavy.push(heavy.to_string());
+                if !cat.heavy.iter().any(|h| h == heavy) {
+                    cat.heavy.push(heavy.to_string());
+                }
                 maps.push(Mapping::new(
                     flag,
                     format!(
