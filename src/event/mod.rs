@@ -97,6 +97,9 @@ pub enum LayerOutcome {
     Skipped,
     /// Interrupted while running.
     Cancelled,
+    /// Success criteria not met, in a layer with `allow_partial_success`: the layers
+    /// that depend on it still run, and the run still fails.
+    Partial,
 }
 
 /// How a run ended.

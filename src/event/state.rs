@@ -1028,12 +1028,17 @@ impl RunState {
             }
             _ => {}
         }
-        if let Some((name, l)) = self
-            .layers
-            .iter()
-            .find(|(_, l)| l.outcome == Some(LayerOutcome::Failed))
-        {
-            let why = l.reason.as_deref().unwrap_or("failed");
+        if let Some((name, l)) = self.layers.iter().find(|(_, l)| {
+            matches!(
+                l.outcome,
+                Some(LayerOutcome::Failed | LayerOutcome::Partial)
+            )
+        }) {
+            let why = match (l.outcome, l.reason.as_deref()) {
+                (Some(LayerOutcome::Partial), Some(r)) => format!("partial: {r}"),
+                (Some(LayerOutcome::Partial), None) => "partial".to_string(),
+                (_, r) => r.unwrap_or("failed").to_string(),
+            };
             return verdict(
                 RunOutcome::Failed,
                 exit_code::FAILED,

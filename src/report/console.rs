@@ -196,6 +196,7 @@ pub fn structure_lines(state: &RunState, event: &Event, p: Palette) -> Vec<Strin
                 LayerOutcome::Failed => ("failed", Palette::red),
                 LayerOutcome::Skipped => ("skipped", Palette::yellow),
                 LayerOutcome::Cancelled => ("cancelled", Palette::yellow),
+                LayerOutcome::Partial => ("partial", Palette::yellow),
             };
             let mut line = format!("{} layer {layer} {}", p.bold("──"), paint(&p, word));
             if *outcome != LayerOutcome::Skipped {

@@ -1,10 +1,13 @@
 //! The dispatcher: the master controller's loop, the one owner of a run once it is planned.
 //!
 //! It holds the run's layers and decides, alone: which layer starts when (foreground
-//! stages in order, background layers as soon as the layers they depend on are done),
+//! stages in order, `execution.inter_layer_delay_seconds` apart; background layers as
+//! soon as the layers they depend on are done, at most `execution.max_background_layers`
+//! at once),
 //! which layers are skipped and why (a failed dependency, fail-fast, the stop cause),
 //! what a unit's failure stops (`fail_fast`, asked by the executor as a [`Decision`]),
-//! how a layer is judged against its success criteria, why the run stops (interrupts,
+//! how a layer is judged against its success criteria (`partial` when it misses them
+//! with `allow_partial_success`: its dependents still run), why the run stops (interrupts,
 //! the global timeout, a service, an internal fault) and finally the run's verdict.
 //! Every decision is an event on the bus; the verdict is read back from the fold.
 //!
@@ -98,6 +101,11 @@ struct Dispatcher {
     next_stage: usize,
     /// Foreground layers of entered stages still running.
     stage_running: usize,
+    /// `execution.inter_layer_delay_seconds`: the next stage is entered at this instant
+    /// (set when a stage that ran something is done).
+    stage_gate: Option<tokio::time::Instant>,
+    /// The last stage entered started at least one layer.
+    last_stage_ran: bool,
     /// Background layers waiting for their dependencies.
     waiting_background: Vec<usize>,
     /// A foreground layer failed with a fail-fast that stops later layers.
@@ -162,6 +170,7 @@ pub async fn dispatch(d: Dispatch, signals: &mut SignalSource) -> Verdict {
                 ctx.stop(StopCause::GlobalTimeout);
                 me.advance();
             }
+            _ = sleep_until(me.stage_gate), if me.stage_gate.is_some() => me.advance(),
             _ = tick.tick() => {
                 let reports = supervisor.check(&ctx);
                 if let Some(sink) = health_sink.as_mut() {
@@ -281,6 +290,8 @@ impl Dispatcher {
             stages: stage_index,
             next_stage: 0,
             stage_running: 0,
+            stage_gate: None,
+            last_stage_ran: false,
             waiting_background,
             stopped_by: None,
             running: JoinSet::new(),
@@ -300,17 +311,41 @@ impl Dispatcher {
     /// one is done, and background layers whose dependencies are done.
     fn advance(&mut self) {
         while self.stage_running == 0 && self.next_stage < self.stages.len() {
+            if let Some(delay) = self.ctx.config.execution.inter_layer_delay
+                && self.last_stage_ran
+                && self.ctx.cause().is_none()
+            {
+                let now = tokio::time::Instant::now();
+                match self.stage_gate {
+                    None => {
+                        self.stage_gate = Some(now + delay);
+                        break;
+                    }
+                    Some(at) if at > now => break,
+                    Some(_) => {}
+                }
+            }
+            self.stage_gate = None;
             let members = std::mem::take(&mut self.stages[self.next_stage]);
             self.next_stage += 1;
+            self.last_stage_ran = false;
             for at in members {
                 if self.start_or_skip(at) {
                     self.stage_running += 1;
+                    self.last_stage_ran = true;
                 }
             }
         }
         let waiting = std::mem::take(&mut self.waiting_background);
+        let max_background = self.ctx.config.execution.max_background_layers;
         for at in waiting {
-            if self.dependencies_pending(at) && self.ctx.cause().is_none() {
+            let running_background = self
+                .running_ids
+                .values()
+                .filter(|&&r| self.slots[r].background)
+                .count();
+            let at_limit = max_background.is_some_and(|m| running_background >= m);
+            if (self.dependencies_pending(at) || at_limit) && self.ctx.cause().is_none() {
                 self.waiting_background.push(at);
             } else {
                 self.start_or_skip(at);
@@ -338,7 +373,7 @@ impl Dispatcher {
                 continue; // not part of this run (not selected, resumed past)
             };
             let what = match self.slots[d].state {
-                State::Done(LayerOutcome::Passed) => continue,
+                State::Done(LayerOutcome::Passed | LayerOutcome::Partial) => continue,
                 State::Done(LayerOutcome::Failed) => "failed",
                 State::Done(LayerOutcome::Cancelled) => "was cancelled",
                 State::Done(LayerOutcome::Skipped) => "was skipped",
@@ -526,7 +561,9 @@ impl Dispatcher {
             .ctx
             .bus
             .with_state(|s| evaluate(layer, &self.ctx.config.categories, s));
-        if verdict.failed {
+        if verdict.failed && layer.success_criteria.allow_partial_success {
+            (LayerOutcome::Partial, verdict.reason, ms)
+        } else if verdict.failed {
             (LayerOutcome::Failed, verdict.reason, ms)
         } else if report.deadline_hit {
             let why = match self.ctx.cause() {
@@ -585,7 +622,7 @@ fn background_outcome(layer: LayerOutcome) -> RunOutcome {
     match layer {
         LayerOutcome::Passed => RunOutcome::Passed,
         LayerOutcome::Cancelled => RunOutcome::Interrupted,
-        LayerOutcome::Failed | LayerOutcome::Skipped => RunOutcome::Failed,
+        LayerOutcome::Failed | LayerOutcome::Partial | LayerOutcome::Skipped => RunOutcome::Failed,
     }
 }
 
