@@ -111,18 +111,25 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
         harness::expand_in_layer(&mut variant.layer, tree.get("categories"));
     }
     let raw = de::from_node::<raw::RawConfig>(&tree, &sources);
+    // Problems the other environments' layers share with the file itself are reported
+    // once, as the file's own (they come after them, and `finish` keeps the first).
     let mut raw_variants = Vec::new();
+    let mut variant_diags = Vec::new();
     for variant in variants {
         match de::from_node_at::<raw::RawLayer>(&variant.layer, &variant.path, &sources) {
             Ok(layer) => raw_variants.push(layer),
-            Err(d) => diags.extend(d),
+            Err(d) => variant_diags.extend(d),
         }
     }
     let raw = match raw {
-        Ok(raw) if diags.is_empty() => raw,
-        Ok(_) => return Err(finish(diags, &sources)),
+        Ok(raw) if diags.is_empty() && variant_diags.is_empty() => raw,
+        Ok(_) => {
+            diags.extend(variant_diags);
+            return Err(finish(diags, &sources));
+        }
         Err(d) => {
             diags.extend(d);
+            diags.extend(variant_diags);
             return Err(finish(diags, &sources));
         }
     };

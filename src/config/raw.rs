@@ -183,6 +183,25 @@ pub(crate) struct RawCategory {
     pub resource_requirements: Option<RawResourceRequirements>,
 }
 
+impl RawCategory {
+    /// True when the category uses a key only the old format has.
+    pub fn uses_old_keys(&self) -> bool {
+        self.priority.is_some()
+            || self.dependencies.is_some()
+            || self.retry_count.is_some()
+            || self.parallel_safe.is_some()
+            || self.memory_intensive.is_some()
+            || self.cpu_intensive.is_some()
+            || self.database_dependent.is_some()
+            || self.network_intensive.is_some()
+            || self.requires_staging_environment.is_some()
+            || self.requires_frontend.is_some()
+            || self.requires_backend.is_some()
+            || self.requires_database.is_some()
+            || self.resource_requirements.is_some()
+    }
+}
+
 /// `filters:` of a category.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

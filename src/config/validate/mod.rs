@@ -244,10 +244,13 @@ pub(crate) fn validate(
         }
     }
     let harness_format = harness_format
-        || categories.values().any(|c| {
-            c.mappings
-                .iter()
-                .any(|m| m.from != "command" && !m.from.starts_with("execution."))
+        || raw_categories.0.iter().any(|(_, c)| c.value.uses_old_keys())
+        || raw_layers.iter().any(|l| {
+            l.value.background_execution.is_some()
+                || l.value.dependencies.is_some()
+                || l.value.categories.value.iter().any(
+                    |c| matches!(&c.value, RawLayerCategory::Object(o) if o.uses_old_keys()),
+                )
         });
     for bg in raw_exec.background_layers.iter().flatten() {
         v.reference(
