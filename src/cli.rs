@@ -651,6 +651,67 @@ mod tests {
     }
 
     #[test]
+    fn flags_of_the_replaced_harness() {
+        let names = |v: &[&str]| LayerSelection::Names(v.iter().map(|s| s.to_string()).collect());
+        let layers = |m: Mode| match m {
+            Mode::Layers { selection, .. } => selection,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            layers(mode(&["--layers", "fast_feedback", "core_integration"])),
+            names(&["fast_feedback", "core_integration"])
+        );
+        assert_eq!(layers(mode(&["--layers", "a,b"])), names(&["a", "b"]));
+        assert_eq!(
+            layers(mode(&["--use-layers", "a", "--layers", "b", "c"])),
+            names(&["a", "b", "c"])
+        );
+        assert_eq!(
+            layers(mode(&["--execution-mode", "development"])),
+            LayerSelection::Mode(ExecutionMode::Development)
+        );
+        assert_eq!(
+            mode(&["--background-category", "e2e"]),
+            Mode::Background(BackgroundCommand::Queue)
+        );
+        let mut cli = Cli::try_parse_from([
+            "runner",
+            "--real-llm",
+            "--max-parallel-layers",
+            "2",
+            "--no-progress-streaming",
+            "--enable-monitoring",
+        ])
+        .unwrap();
+        assert!(cli.real_llm && cli.enable_monitoring);
+        assert_eq!(cli.max_parallel_layers, Some(2));
+        cli.apply_harness_flags();
+        assert_eq!(cli.websocket_addr.as_deref(), Some("off"));
+        assert!(Cli::try_parse_from(["runner", "--max-parallel-layers", "0"]).is_err());
+
+        // `--help` groups them under their own heading.
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        let heading = help.find(HARNESS_HEADING).expect("the heading");
+        for flag in [
+            "--layers",
+            "--real-llm",
+            "--real-services",
+            "--background-category",
+            "--max-parallel-layers",
+            "--no-progress-streaming",
+            "--enable-monitoring",
+        ] {
+            let option_line = format!("\n      {flag}");
+            assert!(
+                help[heading..].contains(&option_line) && !help[..heading].contains(&option_line),
+                "{flag} under the heading:\n{help}"
+            );
+        }
+    }
+
+    #[test]
     fn partition_and_merge_junit() {
         assert_eq!(parse_partition("2/4"), Ok(Partition { k: 2, n: 4 }));
         assert_eq!(parse_partition(" 1 / 1 "), Ok(Partition { k: 1, n: 1 }));

@@ -46,9 +46,17 @@ fn closed_port() -> u16 {
 
 /// Points every service of the fixture at `127.0.0.1:<port>`, where nothing listens.
 fn services_down(text: String, port: u16) -> String {
-    ["localhost:5432", "localhost:6379", "localhost:8000", "localhost:8081", "localhost:3000"]
-        .iter()
-        .fold(text, |t, addr| t.replace(addr, &format!("127.0.0.1:{port}")))
+    [
+        "localhost:5432",
+        "localhost:6379",
+        "localhost:8000",
+        "localhost:8081",
+        "localhost:3000",
+    ]
+    .iter()
+    .fold(text, |t, addr| {
+        t.replace(addr, &format!("127.0.0.1:{port}"))
+    })
 }
 
 /// A project whose `layers.yaml` is `text` (as written).
@@ -70,7 +78,9 @@ fn plan_only(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "mappings" | "config" | "format" | "metadata"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "mappings" | "config" | "format" | "metadata")
+                })
                 .map(|(k, v)| (k.clone(), plan_only(v)))
                 .collect(),
         ),
@@ -107,14 +117,25 @@ fn the_old_layers_file_loads_and_shows_what_each_field_became() {
     let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["fast_feedback", "core_integration", "service_integration", "e2e_background"]
+        [
+            "fast_feedback",
+            "core_integration",
+            "service_integration",
+            "e2e_background"
+        ]
     );
     assert_eq!(layers[0]["display_name"], "Fast Feedback");
-    assert_eq!(layers[0]["fail_fast"], "immediate", "from fail_fast_strategy");
+    assert_eq!(
+        layers[0]["fail_fast"], "immediate",
+        "from fail_fast_strategy"
+    );
     assert_eq!(layers[1]["fail_fast"], "category");
     assert_eq!(layers[0]["success_criteria"]["min_pass_rate"], 99.0);
     assert_eq!(layers[2]["success_criteria"]["allow_partial_success"], true);
-    assert_eq!(layers[2]["llm_requirements"]["mode"], "mock", "test override");
+    assert_eq!(
+        layers[2]["llm_requirements"]["mode"], "mock",
+        "test override"
+    );
     let mut categories: Vec<&str> = layers
         .iter()
         .flat_map(|l| l["categories"].as_array().unwrap())
@@ -214,7 +235,12 @@ fn old_layer_flags_select_space_separated_layers() {
     let p = layers_project(with_commands);
     let out = p
         .runner()
-        .args(["--layers", "fast_feedback", "--no-progress-streaming", "--enable-monitoring"])
+        .args([
+            "--layers",
+            "fast_feedback",
+            "--no-progress-streaming",
+            "--enable-monitoring",
+        ])
         .run();
     out.assert_code(0);
     let (events, _) = check_run(&p, &out);
@@ -244,7 +270,13 @@ fn a_service_that_is_down_stops_the_run_with_exit_3_before_any_unit() {
 
 #[test]
 fn a_misspelt_key_in_a_layer_of_the_mapping_form_names_the_right_key() {
-    let p = layers_project(|t| t.replacen("    execution_mode: \"parallel\"", "    execution_mod: \"parallel\"", 1));
+    let p = layers_project(|t| {
+        t.replacen(
+            "    execution_mode: \"parallel\"",
+            "    execution_mod: \"parallel\"",
+            1,
+        )
+    });
     let out = p.runner().arg("--show-layers").run();
     out.assert_code(2)
         .assert_stderr_contains("unknown key `execution_mod` in `layers[core_integration]`")
@@ -275,7 +307,9 @@ rm -f running/$name
 
 #[test]
 fn legacy_mode_adds_dependencies_and_orders_them() {
-    let p = project_with(&format!("execution:\n  default_command: \"true\"\n{CATEGORIES}"));
+    let p = project_with(&format!(
+        "execution:\n  default_command: \"true\"\n{CATEGORIES}"
+    ));
     // `integration` brings `unit` and `database`; they finish before it starts.
     let out = p.runner().args(["--categories", "integration"]).run();
     out.assert_code(0);
@@ -296,8 +330,16 @@ fn legacy_mode_adds_dependencies_and_orders_them() {
     };
     let started = |cat: &str| at("test_started", cat);
     let finished = |cat: &str| at("test_finished", cat);
-    assert!(finished("unit") < started("integration"), "{}", dump(&events));
-    assert!(finished("database") < started("integration"), "{}", dump(&events));
+    assert!(
+        finished("unit") < started("integration"),
+        "{}",
+        dump(&events)
+    );
+    assert!(
+        finished("database") < started("integration"),
+        "{}",
+        dump(&events)
+    );
 }
 
 #[test]

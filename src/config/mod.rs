@@ -32,6 +32,8 @@ mod raw;
 mod validate;
 
 #[cfg(test)]
+mod harness_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};

@@ -243,15 +243,19 @@ pub(crate) fn validate(
             }
         }
     }
-    let harness_format = harness_format
-        || raw_categories.0.iter().any(|(_, c)| c.value.uses_old_keys())
-        || raw_layers.iter().any(|l| {
-            l.value.background_execution.is_some()
-                || l.value.dependencies.is_some()
-                || l.value.categories.value.iter().any(
-                    |c| matches!(&c.value, RawLayerCategory::Object(o) if o.uses_old_keys()),
-                )
-        });
+    let harness_format =
+        harness_format
+            || raw_categories
+                .0
+                .iter()
+                .any(|(_, c)| c.value.uses_old_keys())
+            || raw_layers.iter().any(|l| {
+                l.value.background_execution.is_some()
+                    || l.value.dependencies.is_some()
+                    || l.value.categories.value.iter().any(
+                        |c| matches!(&c.value, RawLayerCategory::Object(o) if o.uses_old_keys()),
+                    )
+            });
     for bg in raw_exec.background_layers.iter().flatten() {
         v.reference(
             bg,
