@@ -1368,4 +1368,79 @@ layers:
             err.message
         );
     }
+
+    #[test]
+    fn layer_execution_mode_and_max_parallel_layers_shape_the_stages() {
+        let with_mode = |mode: &str| {
+            config(&LAYERS.replace(
+                "categories:\n",
+                &format!("execution: {{ layer_execution_mode: {mode} }}\ncategories:\n"),
+            ))
+        };
+        let all = LayerSelection::Names(vec![]);
+        let opts = PlanOptions::default();
+        let (_d, cfg) = config(LAYERS);
+        let plan = plan_layers(&cfg, &all, &opts).unwrap();
+        assert_eq!(
+            stage_names(&plan),
+            vec![vec!["lint", "fast"], vec!["db"], vec!["integ"]]
+        );
+        let (_d, cfg) = with_mode("sequential");
+        let plan = plan_layers(&cfg, &LayerSelection::All, &opts).unwrap();
+        assert_eq!(
+            stage_names(&plan),
+            vec![
+                vec!["lint"],
+                vec!["fast"],
+                vec!["db"],
+                vec!["integ"],
+                vec!["e2e"]
+            ],
+            "one layer per stage, the background layer in its place"
+        );
+        assert!(plan.background.is_empty());
+        let (_d, cfg) = with_mode("parallel");
+        let plan = plan_layers(&cfg, &all, &opts).unwrap();
+        assert_eq!(
+            stage_names(&plan),
+            vec![vec!["lint", "fast"], vec!["db", "integ"]],
+            "execution_order no longer splits stages; conflicts and dependencies still do"
+        );
+        let (_d, cfg) = config(LAYERS);
+        let opts = PlanOptions {
+            max_parallel_layers: Some(1),
+            ..PlanOptions::default()
+        };
+        let plan = plan_layers(&cfg, &all, &opts).unwrap();
+        assert_eq!(
+            stage_names(&plan),
+            vec![vec!["lint"], vec!["fast"], vec!["db"], vec!["integ"]]
+        );
+    }
+
+    #[test]
+    fn a_category_without_a_command_stops_planning_unless_shown() {
+        let (_d, cfg) = config(
+            "categories:\n  a: { command: \"true\" }\n  b: {}\n  c: {}\nlayers:\n  - { name: l, categories: [a, b, c] }\n",
+        );
+        let all = LayerSelection::Names(vec![]);
+        let err = plan_layers(&cfg, &all, &PlanOptions::default()).unwrap_err();
+        assert_eq!(err.exit_code(), crate::exit_code::USAGE);
+        assert!(
+            err.message.contains("no command for categories `b`, `c`"),
+            "{}",
+            err.message
+        );
+        let err = plan_legacy(&cfg, &["b".into()], &PlanOptions::default()).unwrap_err();
+        assert!(
+            err.message.contains("no command for category `b`"),
+            "{}",
+            err.message
+        );
+        let shown = PlanOptions {
+            allow_missing_commands: true,
+            ..PlanOptions::default()
+        };
+        assert!(plan_layers(&cfg, &all, &shown).is_ok());
+    }
 }

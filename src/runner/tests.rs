@@ -654,3 +654,84 @@ mod generated {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn inter_layer_delay_waits_between_stages() {
+    let yaml = r#"
+execution: { inter_layer_delay_seconds: 10 }
+categories:
+  a: { command: "ok 100" }
+  b: { command: "ok 1" }
+layers:
+  - name: first
+    categories: [a]
+  - name: second
+    categories: [b]
+"#;
+    let o = run(yaml, 2, false, &[]).await;
+    assert_eq!(o.verdict.exit_code, exit_code::PASSED, "{:?}", o.verdict);
+    assert!(
+        start_of(&o, "b", 1) >= Duration::from_millis(10_100),
+        "{:?}",
+        o.starts
+    );
+    assert_invariant(&o);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_layer_lets_its_dependents_run_and_the_run_fails() {
+    let yaml = r#"
+categories:
+  good: { command: "ok 1" }
+  bad: { command: "fail 1" }
+  after: { command: "ok 1" }
+layers:
+  - name: first
+    categories: [good, bad]
+    fail_fast: layer
+    success_criteria: { min_pass_rate: 90, allow_partial_success: true }
+  - name: second
+    depends_on: [first]
+    categories: [after]
+"#;
+    let o = run(yaml, 2, false, &[]).await;
+    assert_eq!(o.verdict.exit_code, exit_code::FAILED, "{:?}", o.verdict);
+    assert_eq!(
+        o.state.layers["first"].outcome,
+        Some(crate::event::LayerOutcome::Partial)
+    );
+    assert_eq!(
+        outcome(&o, "after"),
+        (UnitStatus::Finished, Some(Outcome::Passed))
+    );
+    assert_invariant(&o);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_background_layers_runs_background_layers_one_at_a_time() {
+    let yaml = r#"
+execution: { max_background_layers: 1 }
+categories:
+  fg: { command: "ok 1" }
+  e1: { command: "ok 1000" }
+  e2: { command: "ok 1000" }
+layers:
+  - name: fast
+    categories: [fg]
+  - name: bg1
+    background: true
+    categories: [e1]
+  - name: bg2
+    background: true
+    categories: [e2]
+"#;
+    let o = run(yaml, 4, true, &[]).await;
+    assert_eq!(o.verdict.exit_code, exit_code::PASSED, "{:?}", o.verdict);
+    let (first, second) = (start_of(&o, "e1", 1), start_of(&o, "e2", 1));
+    assert!(
+        first.max(second) >= first.min(second) + Duration::from_millis(1000),
+        "{:?}",
+        o.starts
+    );
+    assert_invariant(&o);
+}
