@@ -1,10 +1,11 @@
 //! Validation: raw structs ([`super::raw`]) -> domain types ([`super::model`]).
 //!
 //! Checks values (every number within its range from [`super::bounds`], memory limits
-//! against each other, exactly one of `command` / `nextest`, ...), cross references
+//! against each other, at most one of `command` / `nextest`, ...), cross references
 //! (categories, layers and services named elsewhere must exist; the closest valid name
 //! is suggested) and dependency cycles. Every problem is collected with its location; a
-//! `Config` is returned only when none is found.
+//! `Config` is returned only when none is found. The old format's fields are mapped on
+//! the way (`harness.rs`, `execution.rs`), each mapping recorded for `--show-layers`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use super::node::{Loc, Sources};
 use super::raw::*;
 
 mod categories;
+mod execution;
 mod harness;
 mod layers;
 mod services;
@@ -443,104 +445,6 @@ impl Validator<'_> {
             );
         self.diags.push(d);
         false
-    }
-
-    fn execution(&mut self, r: &RawExecution) -> Execution {
-        Execution {
-            max_parallel_tests: self
-                .count(
-                    &r.max_parallel_tests,
-                    &bounds::PARALLEL,
-                    "`execution.max_parallel_tests`",
-                )
-                .map(|n| n as usize),
-            max_memory_mb: self.count(
-                &r.max_memory_mb,
-                &bounds::MEMORY_MB,
-                "`execution.max_memory_mb`",
-            ),
-            max_cpu_percent: self
-                .count(
-                    &r.max_cpu_percent,
-                    &bounds::CPU_PERCENT,
-                    "`execution.max_cpu_percent`",
-                )
-                .map(|n| n as u32),
-            global_timeout: self.duration(
-                &r.global_timeout_minutes,
-                &bounds::TIMEOUT_MINUTES,
-                "`execution.global_timeout_minutes`",
-            ),
-            background_layers: r
-                .background_layers
-                .iter()
-                .flatten()
-                .map(|n| n.value.clone())
-                .collect(),
-            background_max_slots: self
-                .count(
-                    &r.background_max_slots,
-                    &bounds::PARALLEL,
-                    "`execution.background_max_slots`",
-                )
-                .map(|n| n as usize),
-            kill_grace: self
-                .duration(
-                    &r.kill_grace_seconds,
-                    &bounds::KILL_GRACE_SECONDS,
-                    "`execution.kill_grace_seconds`",
-                )
-                .unwrap_or(Duration::from_secs(5)),
-            retry_backoff: self
-                .int_duration(
-                    &r.retry_backoff_ms,
-                    &bounds::WAIT_MS,
-                    "`execution.retry_backoff_ms`",
-                )
-                .unwrap_or(Duration::from_millis(200)),
-            output_head_bytes: self
-                .count(
-                    &r.output_head_bytes,
-                    &bounds::OUTPUT_BYTES,
-                    "`execution.output_head_bytes`",
-                )
-                .unwrap_or(16 * 1024) as usize,
-            output_tail_bytes: self
-                .count(
-                    &r.output_tail_bytes,
-                    &bounds::OUTPUT_BYTES,
-                    "`execution.output_tail_bytes`",
-                )
-                .unwrap_or(64 * 1024) as usize,
-            log_file_max_bytes: self
-                .count(
-                    &r.log_file_max_mb,
-                    &bounds::LOG_FILE_MB,
-                    "`execution.log_file_max_mb`",
-                )
-                .unwrap_or(8)
-                << 20,
-            real_services: r.real_services.unwrap_or(false),
-            default_command: self.non_empty(&r.default_command, "`execution.default_command`"),
-            layer_execution_mode: r.layer_execution_mode.unwrap_or_default(),
-            inter_layer_delay: self.delay(
-                &r.inter_layer_delay_seconds,
-                "`execution.inter_layer_delay_seconds`",
-            ),
-            layer_startup_timeout: self.duration(
-                &r.layer_startup_timeout_seconds,
-                &bounds::TIMEOUT_SECONDS,
-                "`execution.layer_startup_timeout_seconds`",
-            ),
-            resource_conflict_resolution: r.resource_conflict_resolution.unwrap_or_default(),
-            max_background_layers: self
-                .count(
-                    &r.max_background_layers,
-                    &bounds::PARALLEL,
-                    "`execution.max_background_layers`",
-                )
-                .map(|n| n as usize),
-        }
     }
 
     fn report_cycles(&mut self, kind: &str, nodes: &[GraphNode<'_>]) {
