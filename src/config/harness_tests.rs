@@ -91,6 +91,7 @@ fn old_layer_fields_are_mapped() {
     let c = load_env(&fixture("test_layers.yaml"), None).unwrap();
     let ff = c.layer("fast_feedback").unwrap();
     assert_eq!(ff.display_name.as_deref(), Some("Fast Feedback"));
+    assert_eq!(ff.priority, 5, "old priority 1 goes first: 6 - 1");
     assert_eq!(ff.fail_fast, FailFast::Immediate);
     assert_eq!(ff.success_criteria.min_pass_rate, Some(99.0));
     let si = c.layer("service_integration").unwrap();

@@ -191,9 +191,20 @@ impl Validator<'_> {
                 &format!("`execution_order` of {ctx}"),
             )
             .unwrap_or(index as i64 + 1);
-        let priority = self
+        let mut priority = self
             .int(&r.priority, &bounds::ORDER, &format!("`priority` of {ctx}"))
             .unwrap_or(0);
+        // The old format ranks layers 1 (first) to 5; here the higher goes first.
+        if self.harness_layers && (1..=5).contains(&priority) {
+            mappings.push(Mapping::new(
+                format!("priority: {priority}"),
+                format!(
+                    "priority: {} (1 is the most important in the old format; here higher goes first among layers of equal execution_order)",
+                    6 - priority
+                ),
+            ));
+            priority = 6 - priority;
+        }
         let background = match (&r.background, &r.background_execution) {
             (Some(b), _) => *b,
             (None, Some(b)) => {
