@@ -862,9 +862,10 @@ fn check_commands(config: &Config, layers: &[&Layer]) -> Result<(), PlanError> {
 fn missing_commands(names: &[&String]) -> PlanError {
     let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
     PlanError::usage(format!(
-        "no command for categor{} {}: nothing can run them\n  help: give each one a `command:` (or `nextest:`) in its entry or its layer object, a top-level `categories:` entry of the same name with one, or a template `execution.default_command` such as `pytest -k \"{{filter_expr}}\" --junitxml={{junit}}` ({{category}}, {{filter_expr}}, {{junit}} and {{file}} are substituted)",
+        "no command for categor{} {}: nothing can run {}\n  help: give each one a `command:` (or `nextest:`) in its entry or its layer object, a top-level `categories:` entry of the same name with one, or a template `execution.default_command` such as `pytest -k \"{{filter_expr}}\" --junitxml={{junit}}` ({{category}}, {{filter_expr}}, {{junit}} and {{file}} are substituted)",
         if names.len() == 1 { "y" } else { "ies" },
-        list.join(", ")
+        list.join(", "),
+        if names.len() == 1 { "it" } else { "them" },
     ))
 }
 
