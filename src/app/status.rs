@@ -200,11 +200,13 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
         .map(|c| c.root.clone())
         .or_else(|| cli.config.parent().map(|p| p.to_path_buf()))
         .unwrap_or_else(|| ".".into());
+    // Runs whose runner died are closed as `dead` (and what is left of them ended).
+    crate::watchdog::dead_runs::sweep(&root).await;
     let runs = files::list_runs(&root);
     let now_ms = unix_ms(SystemTime::now());
     let in_progress: Vec<_> = runs
         .iter()
-        .filter(|(_, info, summary)| summary.is_none() && files::pid_alive(info.pid))
+        .filter(|(_, info, summary)| summary.is_none() && crate::watchdog::dead_runs::runner_alive(info))
         .map(|(dir, info, _)| {
             let health = read_agent_health(dir);
             json!({

@@ -449,22 +449,30 @@ fn mark_gone(r: &mut BackgroundRun) {
             r.status = match s.outcome {
                 Some(RunOutcome::Passed) => Status::Passed,
                 Some(RunOutcome::Interrupted) => Status::Cancelled,
+                Some(RunOutcome::Dead) => Status::Dead,
                 _ => Status::Failed,
             };
             r.exit_code = s.exit_code;
             r.counts = Some(s.counts);
             r.duration_ms = s.duration_ms;
             r.finished_at = s.finished_at.clone();
+            if r.status == Status::Dead {
+                r.message = Some(gone_message(r.pid));
+            }
         }
         _ => {
             r.status = Status::Dead;
             r.counts = r.progress().map(|p| p.counts);
             r.finished_at = Some(crate::bus::now_rfc3339());
-            r.message = Some(match r.pid {
-                Some(pid) => format!("worker (pid {pid}) is gone without finishing"),
-                None => "worker never started".into(),
-            });
+            r.message = Some(gone_message(r.pid));
         }
+    }
+}
+
+fn gone_message(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("worker (pid {pid}) is gone without finishing"),
+        None => "worker never started".into(),
     }
 }
 

@@ -191,6 +191,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         };
     }
     plan = apply_partition(cli, plan);
+    // Runs whose runner died: their leftovers ended, their results recorded first.
+    crate::watchdog::dead_runs::sweep(&config.root).await;
     // History: --rerun-failed, longest-first order, memory estimates, ETAs.
     let history = crate::store::load(&config.root, plan.units().map(|u| u.id.as_str()));
     plan.warnings.extend(history.warning.clone());
@@ -248,6 +250,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     let info = files::RunInfo {
         run_id: run_id.clone(),
         pid: std::process::id(),
+        start_time: crate::exec::procfs::read_stat(std::process::id()).map(|s| s.start_time),
         mode: mode.name().to_string(),
         config: config.source.display().to_string(),
         started_at: crate::bus::now_rfc3339(),
@@ -262,6 +265,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             run_dir.display()
         )));
     }
+    // Ends the units if this process dies without ending them; disarmed on drop.
+    let _watchdog = crate::watchdog::start(&run_id, &run_dir, &config.root);
 
     bus.emit(
         names::CONTROLLER,

@@ -1,0 +1,165 @@
+//! Hardening: a killed runner, hostile local clients, odd trees, terminal junk in CI
+//! output, a run directory that grows. Each test reproduces a way the runner once broke.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Waits (up to 30 s) until no process carries `needle`, then asserts so.
+#[track_caller]
+fn wait_until_gone(needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !processes_with(needle).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_no_process_with(needle);
+}
+
+/// Waits (up to 20 s) until `path` holds `needle`.
+#[track_caller]
+fn wait_for_text(path: &Path, needle: &str) {
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    while !std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {needle:?} in {}: {:?}",
+            path.display(),
+            std::fs::read_to_string(path)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A layer with one quick unit and one that hangs after starting a daemon that clears
+/// its environment and leaves the session (`env -i setsid`): its environment holds only
+/// the project's marker, not the run's `RUNNER_RUN_ID`.
+const HANG: &str = r#"
+version: 1
+execution: { max_parallel_tests: 2, kill_grace_seconds: 1 }
+categories:
+  quick:
+    command: "echo fine"
+  hang:
+    command: "(env -i LR_DAEMON=@MARK@ setsid sh -c 'echo $$ > daemon.pid; exec sleep 3160' </dev/null >/dev/null 2>&1 &); sleep 3161"
+    env: { LR_MARK: "@MARK@" }
+layers:
+  - name: main
+    categories: [quick, hang]
+"#;
+
+/// Starts the `HANG` run and waits until the quick unit passed and the runner's
+/// watchdog knows the daemon. Returns the runner and its run directory.
+fn start_hanging_run(project: &Project) -> (Spawned, std::path::PathBuf) {
+    project.layers(HANG);
+    let mut child = project.runner().args(["--use-layers", "main"]).spawn();
+    project.wait_for_events(&mut child, "the quick unit's end", |events| {
+        unit_events(events, "test_finished", "main/quick/quick").len() == 1
+            && unit_events(events, "test_started", "main/hang/hang").len() == 1
+    });
+    wait_for_file(&project.path("daemon.pid"));
+    let daemon = project.read("daemon.pid").trim().to_string();
+    let run_dir = project.run_dir();
+    wait_for_text(
+        &run_dir.join("watchdog.log"),
+        &format!("watching pid {daemon}\n"),
+    );
+    (child, run_dir)
+}
+
+/// `kill -9` of a foreground runner used to leave every unit running, and the next
+/// `--orchestration-status` said "runs in progress: none", with no summary and no
+/// history row. Now its watchdog ends the units (the hidden daemon too) and closes the
+/// run as `dead` with the results it reached.
+#[test]
+fn a_sigkilled_runner_takes_its_units_along_and_is_shown_dead() {
+    let project = Project::new();
+    let (child, run_dir) = start_hanging_run(&project);
+    child.signal("KILL");
+    let out = child.wait_within(Duration::from_secs(30));
+    assert!(!out.status.success());
+    wait_until_gone(project.marker());
+
+    let status = project
+        .runner()
+        .args(["--orchestration-status", "--json"])
+        .run();
+    status.assert_code(0);
+    let status: Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(
+        status["runs_in_progress"],
+        serde_json::json!([]),
+        "{status:#}"
+    );
+    assert_eq!(status["last_run"]["outcome"], "dead", "{status:#}");
+    assert_eq!(status["last_run"]["counts"]["passed"], 1, "{status:#}");
+
+    let summary = project.summary();
+    assert_eq!(summary["outcome"], "dead");
+    assert_eq!(summary["units"]["main/quick/quick"]["outcome"], "passed");
+    let events = read_events(&run_dir.join("events.jsonl"));
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["outcome"].as_str()),
+        (Some("run_finished"), Some("dead"))
+    );
+    let history = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .current_dir(project.root())
+        .args(["history", "--json"])
+        .env_remove("RUNNER_CONFIG")
+        .output()
+        .expect("run runner history");
+    let history: Value = serde_json::from_slice(&history.stdout).expect("history JSON");
+    assert_eq!(history["runs"], 1, "{history:#}");
+}
+
+/// With its watchdog killed too, the next `runner` invocation ends what is left of the
+/// dead run (what carries its `RUNNER_RUN_ID`) and closes it.
+#[test]
+fn a_dead_run_without_watchdog_is_swept_by_the_next_invocation() {
+    let project = Project::new();
+    let (child, run_dir) = start_hanging_run(&project);
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let watchdogs = processes_with(&format!("RUNNER_WATCHDOG={{\"run_id\":\"{run_id}\""));
+    assert_eq!(watchdogs.len(), 1, "{watchdogs:?}");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &watchdogs[0].0.to_string()])
+        .status();
+    child.signal("KILL");
+    child.wait_within(Duration::from_secs(30));
+    // The unit's own sleep carries the marker in its environment, and lives on.
+    assert!(
+        processes_with(&format!("LR_MARK={}", project.marker()))
+            .iter()
+            .any(|(_, cmd)| cmd.contains("sleep 3161")),
+        "the unit outlived its runner and watchdog"
+    );
+
+    let status = project.runner().args(["--orchestration-status"]).run();
+    status.assert_code(0);
+    assert!(
+        status.stdout.contains(&format!("last run: {run_id} dead")),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("runs in progress: none"));
+    // The unit is gone; the daemon that cleared its environment was known only to the
+    // watchdog: it is ended here so that nothing outlives the test.
+    let gone = Instant::now() + Duration::from_secs(30);
+    while processes_with(&format!("LR_MARK={}", project.marker()))
+        .iter()
+        .any(|(_, c)| c.contains("sleep 3161"))
+    {
+        assert!(Instant::now() < gone, "the unit survived the sweep");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (pid, _) in processes_with(project.marker()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert_eq!(project.summary()["outcome"], "dead");
+}
