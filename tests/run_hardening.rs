@@ -163,3 +163,114 @@ fn a_dead_run_without_watchdog_is_swept_by_the_next_invocation() {
     }
     assert_eq!(project.summary()["outcome"], "dead");
 }
+
+/// A local process that opened more idle sockets to the progress port than the runner
+/// had file descriptors made every unit fail with "Too many open files" (exit 1). The
+/// server now holds a bounded share of the descriptors (and closes connections over
+/// it at once), so the run passes.
+#[test]
+fn idle_sockets_to_the_progress_port_do_not_starve_the_units() {
+    use std::os::unix::process::CommandExt;
+    const RUNNER_LIMIT: u64 = 128;
+    let project = Project::new();
+    for i in 0..10 {
+        project.file(&format!("t/test_{i}.sh"), "cat layers.yaml > /dev/null\n");
+    }
+    project.layers(&format!(
+        r#"
+version: 1
+execution: {{ max_parallel_tests: 2 }}
+categories:
+  gate:
+    command: "{}"
+  many:
+    command: "sh {{file}}"
+    files: "t/*.sh"
+layers:
+  - name: first
+    categories: [gate]
+  - name: second
+    categories: [many]
+"#,
+        sh_wait_for("go")
+    ));
+    let mut cmd = project
+        .runner()
+        .args([
+            "--use-layers",
+            "first,second",
+            "--websocket-addr",
+            "127.0.0.1:0",
+        ])
+        .into_command();
+    cmd.stdout(std::fs::File::create(project.path("stdout.txt")).unwrap())
+        .stderr(std::fs::File::create(project.path("stderr.txt")).unwrap());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_NOFILE,
+                RUNNER_LIMIT,
+                RUNNER_LIMIT,
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn runner");
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    let url = loop {
+        let info = project
+            .run_dirs()
+            .first()
+            .and_then(|d| std::fs::read_to_string(d.join("run.json")).ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if let Some(url) = info.as_ref().and_then(|i| i["progress_url"].as_str()) {
+            break url.to_string();
+        }
+        assert!(child.try_wait().unwrap().is_none(), "runner exited early");
+        assert!(Instant::now() < deadline, "no progress_url");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // The client raises its own limit to open more sockets than the runner may hold.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let wanted = RUNNER_LIMIT as usize + 100;
+    let mut sockets = Vec::new();
+    for _ in 0..wanted {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(s) => sockets.push(s),
+            Err(e) => panic!("connect {addr}: {e} after {} sockets", sockets.len()),
+        }
+    }
+    std::fs::write(project.path("go"), "").unwrap();
+    let deadline = Instant::now() + RUN_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("runner did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(sockets);
+    let stdout = project.read("stdout.txt");
+    let stderr = project.read("stderr.txt");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(
+        parse_counts_line(last_line(&stdout)),
+        Some((11, 0, 0)),
+        "{stdout}"
+    );
+}

@@ -116,6 +116,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         Err(e) => return Err(Error::usage(format!("error: {e}"))),
     };
     let _log_guard = crate::logging::init(&config.root);
+    // Descriptors for the units, with the progress server's share bounded within them.
+    crate::server::listener::raise_descriptor_limit();
     if let Err(e) = crate::exec::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
