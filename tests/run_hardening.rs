@@ -274,3 +274,40 @@ layers:
         "{stdout}"
     );
 }
+
+/// `ln -s .. tests/loop` once turned one test file into 41 units (globs followed the
+/// link round and round). Links to directories are not followed now, each file is one
+/// unit, `exclude:` removes files, and `--show-layers --json` lists what matched.
+#[test]
+fn files_globs_do_not_follow_directory_links_and_honour_exclude() {
+    let project = Project::new();
+    project.file("tests/test_one.sh", "true\n");
+    project.file("tests/slow/test_two.sh", "true\n");
+    std::os::unix::fs::symlink("..", project.path("tests/loop")).unwrap();
+    std::os::unix::fs::symlink("test_one.sh", project.path("tests/test_again.sh")).unwrap();
+    project.layers(
+        r#"
+version: 1
+categories:
+  unit:
+    command: "sh {file}"
+    files: "tests/**/test_*.sh"
+    exclude: ["tests/slow/**"]
+layers:
+  - name: main
+    categories: [unit]
+"#,
+    );
+    let shown = project.runner().args(["--show-layers", "--json"]).run();
+    shown.assert_code(0);
+    let shown: Value = serde_json::from_str(&shown.stdout).expect("JSON");
+    let category = &shown["layers"][0]["categories"][0];
+    assert_eq!(
+        category["files"],
+        serde_json::json!(["tests/test_one.sh"]),
+        "{category:#}"
+    );
+    assert_eq!(category["units"], 1);
+    let out = project.runner().args(["--use-layers", "main"]).run();
+    out.assert_code(0).assert_counts_line(1, 0, 0);
+}

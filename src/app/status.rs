@@ -70,6 +70,11 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                             UnitKind::Command(_) => c.units.len().into(),
                         },
                         "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest" },
+                        "files": match &c.category.kind {
+                            UnitKind::Command(spec) if !spec.files.is_empty() =>
+                                c.units.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().into(),
+                            _ => serde_json::Value::Null,
+                        },
                         "timeout_seconds": c.category.timeout.map(|d| d.as_secs_f64()),
                         "skip_reason": c.skip_reason,
                     })).collect::<Vec<_>>(),

@@ -166,6 +166,8 @@ pub struct CommandSpec {
     pub command: String,
     /// Globs, relative to the project root; one unit per matching file when non-empty.
     pub files: Vec<String>,
+    /// Globs of files `files` must not yield (`exclude:`).
+    pub exclude: Vec<String>,
 }
 
 /// `nextest:` categories.

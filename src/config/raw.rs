@@ -74,6 +74,7 @@ pub(crate) struct RawCategory {
     pub command: Option<Located<String>>,
     pub nextest: Option<Located<RawNextest>>,
     pub files: Option<Located<OneOrMany<Located<String>>>>,
+    pub exclude: Option<Located<OneOrMany<Located<String>>>>,
     pub timeout_seconds: Option<Located<f64>>,
     pub slow_seconds: Option<Located<f64>>,
     pub max_parallel_instances: Option<Located<Number>>,

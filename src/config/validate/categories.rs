@@ -118,6 +118,7 @@ impl Validator<'_> {
         let placeholder = UnitKind::Command(CommandSpec {
             command: String::new(),
             files: Vec::new(),
+            exclude: Vec::new(),
         });
         match (&c.command, &c.nextest) {
             (Some(_), Some(nx)) => {
@@ -143,6 +144,12 @@ impl Validator<'_> {
                     self.err(
                         files.loc,
                         format!("`files` of category `{n}` only applies to `command` categories, not `nextest`"),
+                    );
+                }
+                if let Some(exclude) = &c.exclude {
+                    self.err(
+                        exclude.loc,
+                        format!("`exclude` of category `{n}` only applies to `command` categories with `files`, not `nextest`"),
                     );
                 }
                 let filter = self
@@ -182,6 +189,16 @@ impl Validator<'_> {
                                 glob.loc,
                                 format!("empty glob in `files` of category `{n}`: expected a pattern such as `tests/**/test_*.py`"),
                             );
+                        } else if let Some(why) =
+                            crate::discover::commands::pattern_escapes(&glob.value)
+                        {
+                            self.err(
+                                glob.loc,
+                                format!(
+                                    "glob `{}` in `files` of category `{n}` is {why}: patterns are relative to the configuration's directory and stay inside it",
+                                    glob.value
+                                ),
+                            );
                         } else if let Err(e) = glob::Pattern::new(&glob.value) {
                             self.err(
                                 glob.loc,
@@ -195,7 +212,32 @@ impl Validator<'_> {
                         }
                     }
                 }
-                UnitKind::Command(CommandSpec { command, files })
+                let mut exclude = Vec::new();
+                if let Some(list) = &c.exclude {
+                    if c.files.is_none() {
+                        self.err(
+                            list.loc,
+                            format!("`exclude` of category `{n}` without `files`: expected `files` globs to exclude from"),
+                        );
+                    }
+                    for glob in &list.value.0 {
+                        match glob::Pattern::new(&glob.value) {
+                            Err(e) => self.err(
+                                glob.loc,
+                                format!(
+                                    "invalid glob `{}` in `exclude` of category `{n}`: {}",
+                                    glob.value, e.msg
+                                ),
+                            ),
+                            Ok(_) => exclude.push(glob.value.clone()),
+                        }
+                    }
+                }
+                UnitKind::Command(CommandSpec {
+                    command,
+                    files,
+                    exclude,
+                })
             }
         }
     }
