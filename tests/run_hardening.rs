@@ -311,3 +311,56 @@ layers:
     let out = project.runner().args(["--use-layers", "main"]).run();
     out.assert_code(0).assert_counts_line(1, 0, 0);
 }
+
+/// Annotations and the job summary once carried raw ANSI/OSC escapes, NUL and other
+/// control bytes from test output, and the 50-annotation cap dropped the rest silently.
+#[test]
+fn github_output_is_free_of_terminal_junk_and_the_cap_is_announced() {
+    let project = Project::new();
+    for i in 0..55 {
+        project.file(
+            &format!("t/test_{i:02}.sh"),
+            "printf '\\033[31mred\\033[0m \\033]0;title\\007 nul\\000 bell\\007 esc\\033c\\n'; exit 1\n",
+        );
+    }
+    project.layers(
+        r#"
+version: 1
+execution: { max_parallel_tests: 4 }
+categories:
+  unit:
+    command: "sh {file}"
+    files: "t/*.sh"
+layers:
+  - name: main
+    categories: [unit]
+"#,
+    );
+    let summary_file = project.path("step_summary.md");
+    let out = project
+        .runner()
+        .args(["--use-layers", "main"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", summary_file.to_str().unwrap())
+        .run();
+    out.assert_code(1);
+    let commands: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::"))
+        .collect();
+    assert_eq!(commands.len(), 50, "{}", out.stdout);
+    assert!(
+        commands[49].ends_with("::… and 6 more failures: see the summary"),
+        "{}",
+        commands[49]
+    );
+    let junk = ['\u{1b}', '\0', '\u{7}'];
+    for line in &commands {
+        assert!(!line.contains(junk), "{line:?}");
+    }
+    assert!(commands[0].contains("red  nul bell esc"), "{}", commands[0]);
+    let summary = std::fs::read_to_string(&summary_file).unwrap();
+    assert!(!summary.contains(junk), "{summary:?}");
+    assert!(summary.contains("red  nul bell esc"), "{summary}");
+}
