@@ -344,11 +344,7 @@ layers:
         .env("GITHUB_STEP_SUMMARY", summary_file.to_str().unwrap())
         .run();
     out.assert_code(1);
-    let commands: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("::"))
-        .collect();
+    let commands: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("::")).collect();
     assert_eq!(commands.len(), 50, "{}", out.stdout);
     assert!(
         commands[49].ends_with("::… and 6 more failures: see the summary"),
@@ -363,4 +359,48 @@ layers:
     let summary = std::fs::read_to_string(&summary_file).unwrap();
     assert!(!summary.contains(junk), "{summary:?}");
     assert!(summary.contains("red  nul bell esc"), "{summary}");
+}
+
+/// `.runner/runs/` was never pruned (7.5 MB after 9 small runs). It keeps the newest
+/// `execution.keep_runs` runs now, plus the newest run that failed.
+#[test]
+fn old_run_directories_are_pruned_but_the_last_failed_one_stays() {
+    let project = Project::new();
+    project.layers(
+        r#"
+version: 1
+execution: { keep_runs: 2 }
+categories:
+  unit:
+    command: "test -e pass"
+layers:
+  - name: main
+    categories: [unit]
+"#,
+    );
+    project
+        .runner()
+        .args(["--use-layers", "main"])
+        .run()
+        .assert_code(1);
+    let failed = project.run_dir();
+    project.file("pass", "");
+    let mut passed = Vec::new();
+    for _ in 0..4 {
+        project
+            .runner()
+            .args(["--use-layers", "main"])
+            .run()
+            .assert_code(0);
+        let newest = project
+            .run_dirs()
+            .into_iter()
+            .filter(|d| *d != failed && !passed.contains(d))
+            .collect::<Vec<_>>();
+        assert_eq!(newest.len(), 1, "one new run directory per run");
+        passed.push(newest[0].clone());
+    }
+    let mut expected = vec![failed, passed[2].clone(), passed[3].clone()];
+    expected.sort();
+    assert_eq!(project.run_dirs(), expected);
 }

@@ -42,6 +42,8 @@ pub(crate) struct RawExecution {
     pub output_head_bytes: Option<Located<Number>>,
     pub output_tail_bytes: Option<Located<Number>>,
     pub log_file_max_mb: Option<Located<Number>>,
+    pub keep_runs: Option<Located<Number>>,
+    pub runs_max_mb: Option<Located<Number>>,
     pub real_services: Option<bool>,
 }
 

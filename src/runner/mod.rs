@@ -460,6 +460,19 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             exit = record_late_fault(&run_dir, summary, "history", &e);
         }
     }
+    // Old run directories go once this run's own are written.
+    let pruned = crate::store::prune::prune_runs(
+        &config.root,
+        config.execution.keep_runs,
+        config.execution.runs_max_bytes,
+    );
+    if !pruned.deleted.is_empty() {
+        tracing::info!(
+            runs = pruned.deleted.len(),
+            freed_bytes = pruned.freed_bytes,
+            "pruned old run directories"
+        );
+    }
     if let Some(server) = progress_server {
         server.finish().await;
     }
