@@ -404,3 +404,109 @@ layers:
     expected.sort();
     assert_eq!(project.run_dirs(), expected);
 }
+
+/// Messages that misled: a non-UTF-8 file had no position, `ready.http:
+/// "http://[::1:1/"` passed validation and failed at run time (exit 3), the list of
+/// valid categories read "valid categorys".
+#[test]
+fn bad_input_is_refused_at_load_with_a_position() {
+    let project = Project::new();
+    std::fs::write(
+        project.path("layers.yaml"),
+        b"version: 1\ncategories:\n  unit:\n    command: \"caf\xe9\"\n",
+    )
+    .unwrap();
+    let out = project.runner().arg("--show-layers").run();
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("is not valid UTF-8: byte 0xe9 at offset 48 (line 4, column 18)")
+            && out.stderr.contains("layers.yaml:4:18"),
+        "{}",
+        out.stderr
+    );
+
+    project.layers(
+        r#"
+version: 1
+services:
+  web:
+    start: "sleep 1"
+    ready: { http: "http://[::1:1/" }
+categories:
+  unit: { command: "true" }
+layers:
+  - name: main
+    categories: [nope]
+    required_services: [web]
+"#,
+    );
+    let out = project.runner().args(["--use-layers", "main"]).run();
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("invalid `ready.http` of service `web`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("layers.yaml:6:20"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("valid categories: `unit`"),
+        "{}",
+        out.stderr
+    );
+    assert!(project.run_dirs().is_empty(), "nothing ran");
+}
+
+/// `Host: 127.0.0.1:PORT@evil.example` was taken for a loopback host.
+#[test]
+fn a_host_header_with_user_info_is_refused() {
+    use std::io::{Read, Write};
+    let project = Project::new();
+    project.layers(&format!(
+        r#"
+version: 1
+categories:
+  gate: {{ command: "{}" }}
+layers:
+  - name: main
+    categories: [gate]
+"#,
+        sh_wait_for("go")
+    ));
+    let mut child = project
+        .runner()
+        .args(["--use-layers", "main", "--websocket-addr", "127.0.0.1:0"])
+        .spawn();
+    let events = project.wait_for_events(&mut child, "the gate unit's start", |events| {
+        !of_type(events, "test_started").is_empty()
+    });
+    drop(events);
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.run_dir().join("run.json")).unwrap())
+            .unwrap();
+    let addr = info["progress_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let status_of = |host: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines().next().unwrap_or("").to_string()
+    };
+    assert!(status_of(&addr).contains(" 200 "), "{}", status_of(&addr));
+    let hostile = status_of(&format!("{addr}@evil.example"));
+    assert!(
+        hostile.contains(" 403 ") || hostile.contains(" 400 "),
+        "{hostile}"
+    );
+    std::fs::write(project.path("go"), "").unwrap();
+    child.wait().assert_code(0);
+}

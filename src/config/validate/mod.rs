@@ -278,7 +278,7 @@ impl Validator<'_> {
             .with_suggestion(
                 &name.value,
                 known.names().iter().map(String::as_str),
-                &format!("{kind}s"),
+                &plural(kind),
                 true,
             );
         self.diags.push(d);
@@ -471,5 +471,13 @@ impl RawConfig {
             }
         }
         out
+    }
+}
+
+/// `category` → `categories`, `layer` → `layers`.
+fn plural(word: &str) -> String {
+    match word.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{word}s"),
     }
 }
