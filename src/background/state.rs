@@ -442,7 +442,8 @@ impl Store {
     }
 }
 
-/// A run whose worker is gone: its summary's outcome if it wrote one, else dead.
+/// A run whose worker is gone: its summary's outcome if it wrote one, else cancelled
+/// when `--kill-background` asked for it, else dead.
 fn mark_gone(r: &mut BackgroundRun) {
     match r.final_summary() {
         Some(s) if s.outcome.is_some() => {
@@ -461,10 +462,17 @@ fn mark_gone(r: &mut BackgroundRun) {
             }
         }
         _ => {
-            r.status = Status::Dead;
             r.counts = r.progress().map(|p| p.counts);
             r.finished_at = Some(crate::bus::now_rfc3339());
-            r.message = Some(gone_message(r.pid));
+            // `--kill-background` asked it to stop, and it did (its own update may come
+            // after another command noticed the worker gone).
+            if r.cancel_requested {
+                r.status = Status::Cancelled;
+                r.message = Some("cancelled by --kill-background".into());
+            } else {
+                r.status = Status::Dead;
+                r.message = Some(gone_message(r.pid));
+            }
         }
     }
 }
