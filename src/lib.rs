@@ -21,6 +21,7 @@
 //! - [`error`]: a command's error: kinds mapped to exit codes, printed once by `main`.
 //! - [`exit_code`]: the exit codes.
 //! - [`logging`]: the runner's own rolling logs.
+//! - [`watchdog`]: the process that ends a killed runner's units; dead runs closed.
 #![warn(missing_docs)]
 
 pub mod agents;
@@ -42,3 +43,4 @@ pub mod runner;
 pub mod server;
 pub mod services;
 pub mod store;
+pub mod watchdog;

@@ -5,6 +5,8 @@ use clap::Parser;
 use layered_runner::{app, cli::Cli, exit_code};
 
 fn main() {
+    // A watchdog started by a run (`RUNNER_WATCHDOG` set) never returns from here.
+    layered_runner::watchdog::main_if_requested();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

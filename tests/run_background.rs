@@ -282,14 +282,9 @@ fn a_worker_killed_with_sigkill_is_dead_not_running_forever() {
             .any(|r| r["id"] == id && r["status"] == "dead"),
         "{results}"
     );
-    // Its orphaned units are still there; --kill-background sweeps them.
-    assert!(
-        !processes_with("sleep 4721").is_empty(),
-        "units outlive a SIGKILLed worker"
-    );
+    // The worker's watchdog ended its units; --kill-background sweeps anything left.
     let out = project.runner().args(["--kill-background", &id]).run();
     out.assert_code(0);
-    assert!(out.stdout.contains("leftover"), "{out}");
     assert_no_process_with(project.marker());
     assert_eq!(status_of(&project, &id).unwrap()["status"], "dead");
 }

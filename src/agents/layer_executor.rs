@@ -1006,6 +1006,7 @@ mod tests {
                 kind: crate::config::UnitKind::Command(crate::config::CommandSpec {
                     command: "true".into(),
                     files: vec![],
+                    exclude: Vec::new(),
                 }),
                 timeout: None,
                 slow_after: None,

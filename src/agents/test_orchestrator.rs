@@ -281,6 +281,7 @@ mod tests {
                 kind: crate::config::UnitKind::Command(crate::config::CommandSpec {
                     command: "true".into(),
                     files: vec![],
+                    exclude: Vec::new(),
                 }),
                 timeout: None,
                 slow_after: None,

@@ -79,6 +79,11 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                             UnitKind::Command(_) => c.units.len().into(),
                         },
                         "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest", UnitKind::Missing => "none" },
+                        "files": match &c.category.kind {
+                            UnitKind::Command(spec) if !spec.files.is_empty() =>
+                                c.units.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().into(),
+                            _ => serde_json::Value::Null,
+                        },
                         "timeout_seconds": c.category.timeout.map(|d| d.as_secs_f64()),
                         "skip_reason": c.skip_reason,
                     })).collect::<Vec<_>>(),
@@ -326,11 +331,13 @@ pub async fn orchestration_status(cli: &Cli, config: Option<Config>) -> i32 {
         .map(|c| c.root.clone())
         .or_else(|| cli.config.parent().map(|p| p.to_path_buf()))
         .unwrap_or_else(|| ".".into());
+    // Runs whose runner died are closed as `dead` (and what is left of them ended).
+    crate::watchdog::dead_runs::sweep(&root).await;
     let runs = files::list_runs(&root);
     let now_ms = unix_ms(SystemTime::now());
     let in_progress: Vec<_> = runs
         .iter()
-        .filter(|(_, info, summary)| summary.is_none() && files::pid_alive(info.pid))
+        .filter(|(_, info, summary)| summary.is_none() && crate::watchdog::dead_runs::runner_alive(info))
         .map(|(dir, info, _)| {
             let health = read_agent_health(dir);
             json!({

@@ -442,29 +442,45 @@ impl Store {
     }
 }
 
-/// A run whose worker is gone: its summary's outcome if it wrote one, else dead.
+/// A run whose worker is gone: its summary's outcome if it wrote one, else cancelled
+/// when `--kill-background` asked for it, else dead.
 fn mark_gone(r: &mut BackgroundRun) {
     match r.final_summary() {
         Some(s) if s.outcome.is_some() => {
             r.status = match s.outcome {
                 Some(RunOutcome::Passed) => Status::Passed,
                 Some(RunOutcome::Interrupted) => Status::Cancelled,
+                Some(RunOutcome::Dead) => Status::Dead,
                 _ => Status::Failed,
             };
             r.exit_code = s.exit_code;
             r.counts = Some(s.counts);
             r.duration_ms = s.duration_ms;
             r.finished_at = s.finished_at.clone();
+            if r.status == Status::Dead {
+                r.message = Some(gone_message(r.pid));
+            }
         }
         _ => {
-            r.status = Status::Dead;
             r.counts = r.progress().map(|p| p.counts);
             r.finished_at = Some(crate::bus::now_rfc3339());
-            r.message = Some(match r.pid {
-                Some(pid) => format!("worker (pid {pid}) is gone without finishing"),
-                None => "worker never started".into(),
-            });
+            // `--kill-background` asked it to stop, and it did (its own update may come
+            // after another command noticed the worker gone).
+            if r.cancel_requested {
+                r.status = Status::Cancelled;
+                r.message = Some("cancelled by --kill-background".into());
+            } else {
+                r.status = Status::Dead;
+                r.message = Some(gone_message(r.pid));
+            }
         }
+    }
+}
+
+fn gone_message(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("worker (pid {pid}) is gone without finishing"),
+        None => "worker never started".into(),
     }
 }
 

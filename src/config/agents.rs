@@ -228,7 +228,10 @@ pub fn load_agents(root: &Path) -> Result<AgentManifests, ConfigError> {
     let mut sources = Sources::default();
     let mut diags = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| {
+        let text = super::read_utf8(&file, "agent manifest").map_err(|e| {
+            if let Some(d) = super::utf8_diagnostic(&e) {
+                return ConfigError::single(d);
+            }
             ConfigError::single(super::Diagnostic::in_file(
                 &file,
                 format!("cannot read agent manifest `{}`: {e}", file.display()),

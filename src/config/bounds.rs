@@ -59,6 +59,11 @@ pub const MEMORY_MB: Range = Range::int(1, MAX_MEMORY_MB)
 pub const MEMORY_ESTIMATE_MB: Range = Range::int(0, MAX_MEMORY_MB).unit(Unit::MiB);
 /// `execution.log_file_max_mb`: 0 keeps no output in the log file.
 pub const LOG_FILE_MB: Range = Range::int(0, MAX_MEMORY_MB).unit(Unit::MiB);
+/// `execution.keep_runs`: run directories kept.
+pub const KEEP_RUNS: Range = Range::int(1, MAX_PARALLEL)
+    .when_zero("0 would delete the run that just finished: the smallest is 1");
+/// `execution.runs_max_mb`: the size cap of `.runner/runs/`.
+pub const RUNS_MAX_MB: Range = Range::int(1, MAX_MEMORY_MB).unit(Unit::MiB);
 /// `execution.output_head_bytes`, `execution.output_tail_bytes`.
 pub const OUTPUT_BYTES: Range = Range::int(0, MAX_BUFFER_BYTES).unit(Unit::Bytes);
 /// `max_frame_bytes` of the progress streamer.

@@ -157,7 +157,10 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 fn read(path: &Path, what: &str, is_main: bool) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| {
+    read_utf8(path, what).map_err(|e| {
+        if let Some(d) = utf8_diagnostic(&e) {
+            return ConfigError::single(d);
+        }
         let d = if e.kind() == std::io::ErrorKind::NotFound {
             Diagnostic::in_file(path, format!("{what} not found: `{}`", path.display()))
         } else {
@@ -173,6 +176,64 @@ fn read(path: &Path, what: &str, is_main: bool) -> Result<String, ConfigError> {
         };
         ConfigError::single(d)
     })
+}
+
+/// A YAML file's text; one that is not UTF-8 is an error at the first bad byte.
+pub(crate) fn read_utf8(path: &Path, what: &str) -> Result<String, std::io::Error> {
+    let bytes = std::fs::read(path)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let d = not_utf8(path, what, e.as_bytes(), e.utf8_error().valid_up_to());
+        std::io::Error::new(std::io::ErrorKind::InvalidData, Utf8Diagnostic(d))
+    })
+}
+
+/// The diagnostic of a file that is not UTF-8 at byte `offset`.
+fn not_utf8(path: &Path, what: &str, bytes: &[u8], offset: usize) -> Diagnostic {
+    let before = &bytes[..offset];
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line_end = bytes[offset..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |i| offset + i);
+    let line = before.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count() as u64
+        + 1;
+    let mut d = Diagnostic::in_file(
+        path,
+        format!(
+            "{what} `{}` is not valid UTF-8: byte 0x{:02x} at offset {offset} (line {line}, column {column})",
+            path.display(),
+            bytes[offset]
+        ),
+    );
+    d.line = Some(line);
+    d.column = Some(column);
+    d.source_line = Some(String::from_utf8_lossy(&bytes[line_start..line_end]).into_owned());
+    d.with_help("save the file as UTF-8")
+}
+
+/// Carries a located UTF-8 diagnostic through an `io::Error`.
+#[derive(Debug)]
+struct Utf8Diagnostic(Diagnostic);
+
+impl std::fmt::Display for Utf8Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for Utf8Diagnostic {}
+
+/// The located diagnostic inside an error from [`read_utf8`], if it is one.
+pub(crate) fn utf8_diagnostic(e: &std::io::Error) -> Option<Diagnostic> {
+    e.get_ref()?
+        .downcast_ref::<Utf8Diagnostic>()
+        .map(|d| d.0.clone())
 }
 
 /// Top-level keys starting with `x-` are ignored: a place for YAML anchors shared by

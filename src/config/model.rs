@@ -142,6 +142,10 @@ pub struct Execution {
     pub output_tail_bytes: usize,
     /// Cap on a unit's log file under `.runner/runs/<id>/logs/`. Default 8 MiB.
     pub log_file_max_bytes: u64,
+    /// Runs kept under `.runner/runs/` (the newest). Default 50.
+    pub keep_runs: usize,
+    /// Cap on the size of `.runner/runs/`, bytes. Default 1 GiB.
+    pub runs_max_bytes: u64,
     /// Run categories with `requires_real_services` without `--real-services`
     /// (typically set by an environment overlay). Default false.
     pub real_services: bool,
@@ -323,6 +327,8 @@ pub struct CommandSpec {
     pub command: String,
     /// Globs, relative to the project root; one unit per matching file when non-empty.
     pub files: Vec<String>,
+    /// Globs of files `files` must not yield (`exclude:`).
+    pub exclude: Vec<String>,
 }
 
 /// `nextest:` categories.

@@ -102,6 +102,8 @@ pub(crate) struct RawExecution {
     pub output_head_bytes: Option<Located<Number>>,
     pub output_tail_bytes: Option<Located<Number>>,
     pub log_file_max_mb: Option<Located<Number>>,
+    pub keep_runs: Option<Located<Number>>,
+    pub runs_max_mb: Option<Located<Number>>,
     pub real_services: Option<bool>,
 }
 
@@ -134,6 +136,7 @@ pub(crate) struct RawCategory {
     pub command: Option<Located<String>>,
     pub nextest: Option<Located<RawNextest>>,
     pub files: Option<Located<OneOrMany<Located<String>>>>,
+    pub exclude: Option<Located<OneOrMany<Located<String>>>>,
     pub timeout_seconds: Option<Located<f64>>,
     pub slow_seconds: Option<Located<f64>>,
     pub max_parallel_instances: Option<Located<Number>>,

@@ -114,6 +114,9 @@ pub enum RunOutcome {
     Interrupted,
     /// Infrastructure error (a service did not start, discovery failed).
     Error,
+    /// The runner was killed (SIGKILL, a crash) before it finished: recorded afterwards
+    /// by its watchdog or by a later `runner` invocation, from the events written so far.
+    Dead,
 }
 
 /// Why a run stops before its plan is done. Decided by the dispatcher, announced once

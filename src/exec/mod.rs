@@ -42,7 +42,7 @@
 mod capture;
 mod groups;
 mod outcome;
-mod procfs;
+pub(crate) mod procfs;
 mod reaper;
 mod registry;
 mod spec;

@@ -34,6 +34,10 @@ pub struct RunInfo {
     pub run_id: String,
     /// Runner pid.
     pub pid: u32,
+    /// The runner's start time in clock ticks since boot (`/proc/PID/stat` field 22):
+    /// with `pid`, its identity (a reused pid is not the runner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     /// Mode name.
     pub mode: String,
     /// Layers file.

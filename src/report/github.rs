@@ -9,6 +9,10 @@
 //! else the unit's own file (`files:` units), else none (`::error title=…::`). Paths are
 //! relative to `$GITHUB_WORKSPACE` (the runner's working directory when unset), as
 //! GitHub expects.
+//!
+//! Everything quoted from units (messages, output tails, test names) goes through
+//! [`crate::report::text::clean`], as in the JUnit report: no escape sequences and no
+//! control characters reach the workflow commands or the summary.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,9 @@ use crate::config::Config;
 use crate::event::{Outcome, RunState, UnitState, UnitStatus};
 use crate::ingest::junit as junit_import;
 
-/// At most this many annotations are printed (GitHub shows 10 per step, 50 per job).
+/// At most this many annotations are printed (GitHub shows 10 per step, 50 per job);
+/// when there are more, the last place is a notice: `… and N more failures: see the
+/// summary`.
 pub const MAX_ANNOTATIONS: usize = 50;
 
 /// The step summary stays below GitHub's 1 MiB limit.
@@ -46,19 +52,20 @@ pub struct Annotation {
 impl Annotation {
     /// The workflow command line.
     pub fn command(&self) -> String {
+        let clean = crate::report::text::clean;
         let mut props = Vec::new();
         if let Some(f) = &self.file {
-            props.push(format!("file={}", escape_property(f)));
+            props.push(format!("file={}", escape_property(&clean(f))));
             if let Some(l) = self.line {
                 props.push(format!("line={l}"));
             }
         }
-        props.push(format!("title={}", escape_property(&self.title)));
+        props.push(format!("title={}", escape_property(&clean(&self.title))));
         format!(
             "::{} {}::{}",
             self.level,
             props.join(","),
-            escape_data(&self.message)
+            escape_data(&clean(&self.message))
         )
     }
 }
@@ -203,7 +210,24 @@ pub fn annotations(state: &RunState, config: &Config, workspace: &Path) -> Vec<A
             message: failures.join("\n"),
         });
     }
-    out.truncate(MAX_ANNOTATIONS);
+    if out.len() > MAX_ANNOTATIONS {
+        // The last place says what did not fit.
+        let left = out.split_off(MAX_ANNOTATIONS - 1);
+        let failures = left.iter().filter(|a| a.level == "error").count();
+        let flaky = left.len() - failures;
+        let what = match (failures, flaky) {
+            (n, 0) => format!("{n} more failures"),
+            (0, m) => format!("{m} more flaky units"),
+            (n, m) => format!("{n} more failures and {m} more flaky units"),
+        };
+        out.push(Annotation {
+            level: "notice",
+            file: None,
+            line: None,
+            title: "runner".into(),
+            message: format!("… and {what}: see the summary"),
+        });
+    }
     out
 }
 
@@ -226,6 +250,10 @@ fn secs(ms: u64) -> String {
 
 /// The Markdown job summary of a run: outcome, layers, counts, failures, slowest units.
 pub fn step_summary(state: &RunState) -> String {
+    crate::report::text::clean(&raw_step_summary(state))
+}
+
+fn raw_step_summary(state: &RunState) -> String {
     let mut s = String::new();
     let outcome = state
         .outcome
@@ -528,7 +556,7 @@ mod tests {
             title: "t".into(),
             message: "100% done\r\n".into(),
         };
-        assert_eq!(bare.command(), "::error title=t::100%25 done%0D%0A");
+        assert_eq!(bare.command(), "::error title=t::100%25 done%0A");
     }
 
     #[test]
@@ -603,5 +631,32 @@ mod tests {
         append_step_summary_to(&path, &s).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("before\n## "), "{text}");
+    }
+
+    #[test]
+    fn terminal_junk_is_cleaned_and_the_cap_says_what_is_left() {
+        let (dir, cfg, mut s) = fixture();
+        let planned: Vec<String> = (0..60).map(|i| format!("fast/other/x{i}")).collect();
+        let template = s.units["fast/other/other"].clone();
+        for (i, id) in planned.iter().enumerate() {
+            let u = s
+                .units
+                .entry(id.clone())
+                .or_insert_with(|| template.clone());
+            u.output_tail = Some(format!(
+                "\u{1b}[31mred {i}\u{1b}[0m\u{1b}]0;title\u{7}\0nul"
+            ));
+        }
+        let a = annotations(&s, &cfg, dir.path());
+        assert_eq!(a.len(), MAX_ANNOTATIONS);
+        let last = a.last().unwrap();
+        assert_eq!(last.level, "notice");
+        assert_eq!(last.message, "… and 14 more failures: see the summary");
+        for line in a.iter().map(Annotation::command) {
+            assert!(!line.contains(['\u{1b}', '\0', '\u{7}']), "{line:?}");
+        }
+        let summary = step_summary(&s);
+        assert!(!summary.contains(['\u{1b}', '\0', '\u{7}']), "{summary:?}");
+        assert!(summary.contains("red 3nul"), "{summary}");
     }
 }

@@ -16,9 +16,9 @@
 //!   `<rerunFailure>`/`<rerunError>`;
 //! - skipped or cancelled: `<skipped message="reason">`.
 //!
-//! Text goes through [`xml_text`]: bounded, ANSI escapes and characters XML 1.0 cannot
-//! hold removed (quick-junit's `XmlString` strips escapes and C0 controls; the
-//! non-characters U+FFFE/U+FFFF are removed here), so the file is always well-formed.
+//! Text goes through [`xml_text`]: bounded, and cleaned by [`super::text::clean`]
+//! (escape sequences, control characters and the characters XML 1.0 cannot hold
+//! removed), so the file is always well-formed.
 //! The controller writes it atomically at the end of the run, Ctrl-C included; a
 //! runner killed with SIGKILL writes nothing.
 
@@ -49,10 +49,7 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// `text` made fit for an XML document: at most `max` bytes (the end is kept), and
 /// without the characters XML 1.0 forbids that `XmlString` leaves in.
 pub fn xml_text(text: &str, max: usize) -> String {
-    let cut = junit_import::tail(text, max);
-    cut.chars()
-        .filter(|c| !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
-        .collect()
+    super::text::clean(&junit_import::tail(text, max))
 }
 
 pub(super) fn message(text: &str) -> String {

@@ -8,6 +8,7 @@
 //! - [`junit`]: JUnit XML out (`--junit PATH`).
 //! - [`junit_merge`]: `runner merge-junit`, and what it checks of the shards it merges.
 //! - [`github`]: GitHub Actions annotations and job summary.
+//! - [`text`]: unit output and messages cleaned for reports (escapes, control characters).
 
 pub mod agents_file;
 pub mod console;
@@ -17,3 +18,4 @@ pub mod jsonl;
 pub mod junit;
 pub mod junit_merge;
 pub mod out;
+pub mod text;

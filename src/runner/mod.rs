@@ -116,6 +116,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         Err(e) => return Err(Error::usage(format!("error: {e}"))),
     };
     let _log_guard = crate::logging::init(&config.root);
+    // Descriptors for the units, with the progress server's share bounded within them.
+    crate::server::listener::raise_descriptor_limit();
     if let Err(e) = crate::exec::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
@@ -194,6 +196,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         };
     }
     plan = apply_partition(cli, plan);
+    // Runs whose runner died: their leftovers ended, their results recorded first.
+    crate::watchdog::dead_runs::sweep(&config.root).await;
     // Services nobody can start must be up before anything runs (exit 3 otherwise).
     if !interrupted_while_planning {
         let needs: Vec<(&str, &[String])> = plan
@@ -265,6 +269,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     let info = files::RunInfo {
         run_id: run_id.clone(),
         pid: std::process::id(),
+        start_time: crate::exec::procfs::read_stat(std::process::id()).map(|s| s.start_time),
         mode: mode.name().to_string(),
         config: config.source.display().to_string(),
         started_at: crate::bus::now_rfc3339(),
@@ -279,6 +284,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             run_dir.display()
         )));
     }
+    // Ends the units if this process dies without ending them; disarmed on drop.
+    let _watchdog = crate::watchdog::start(&run_id, &run_dir, &config.root);
 
     bus.emit(
         names::CONTROLLER,
@@ -469,6 +476,19 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         if store_was_readable {
             exit = record_late_fault(&run_dir, summary, "history", &e);
         }
+    }
+    // Old run directories go once this run's own are written.
+    let pruned = crate::store::prune::prune_runs(
+        &config.root,
+        config.execution.keep_runs,
+        config.execution.runs_max_bytes,
+    );
+    if !pruned.deleted.is_empty() {
+        tracing::info!(
+            runs = pruned.deleted.len(),
+            freed_bytes = pruned.freed_bytes,
+            "pruned old run directories"
+        );
     }
     if let Some(server) = progress_server {
         server.finish().await;

@@ -66,17 +66,45 @@ pub fn token_ok(token: &str, authorization: Option<&str>, query_token: Option<&s
         .any(|t| same(t.as_bytes(), token.as_bytes()))
 }
 
-/// The host part of a `Host` header or an origin's authority (`h:p`, `[v6]:p`, `h`).
-fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+/// The host part of a `Host` header or an origin's authority (`h:p`, `[v6]:p`, `h`),
+/// parsed strictly: `None` for anything else, such as userinfo
+/// (`127.0.0.1:PORT@evil.example`), a port that is not a number, or stray characters.
+fn host_of(authority: &str) -> Option<&str> {
+    let (host, rest) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, rest) = v6.split_once(']')?;
+            host.parse::<std::net::Ipv6Addr>().ok()?;
+            (host, rest)
+        }
+        None => {
+            let end = authority.find(':').unwrap_or(authority.len());
+            let host = &authority[..end];
+            let names_a_host = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !names_a_host {
+                return None;
+            }
+            (host, &authority[end..])
+        }
+    };
+    if let Some(port) = rest.strip_prefix(':') {
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        port.parse::<u16>().ok()?;
+    } else if !rest.is_empty() {
+        return None;
     }
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    Some(host)
 }
 
 /// True when a `Host` header names this machine's loopback interface.
 pub fn loopback_host(host: &str) -> bool {
-    let h = host_of(host);
+    let Some(h) = host_of(host) else {
+        return false;
+    };
     h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -133,6 +161,19 @@ mod tests {
         assert!(loopback_host("[::1]:9"));
         assert!(!loopback_host("evil.example:8080"));
         assert!(!loopback_host("10.0.0.1:80"));
+        for hostile in [
+            "127.0.0.1:8080@evil.example",
+            "127.0.0.1@evil.example",
+            "localhost:80:81",
+            "127.0.0.1:",
+            "127.0.0.1:99999",
+            "[::1]x",
+            "[::1:1",
+            "127.0.0.1 evil",
+            "",
+        ] {
+            assert!(!loopback_host(hostile), "{hostile:?}");
+        }
         assert!(origin_ok(None, None));
         assert!(origin_ok(
             Some("http://127.0.0.1:8080"),

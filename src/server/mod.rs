@@ -4,6 +4,8 @@
 //!   bounded per-client queues (a slow client never slows the run).
 //! - [`session`]: one WebSocket client (snapshot or resume, live events, resyncs).
 //! - [`http`]: the routes `/`, `/ws`, `/status`, `/metrics`.
+//! - [`listener`]: accepting connections: the descriptor budget, header and idle
+//!   timeouts.
 //! - [`protocol`]: the stream's own messages (snapshot, resume, client requests).
 //! - [`auth`]: the bind policy (loopback, or a token) and request checks.
 //! - [`redact`]: secret values masked in everything sent out.
@@ -19,6 +21,7 @@
 pub mod auth;
 mod http;
 pub mod hub;
+pub mod listener;
 pub mod metrics;
 pub mod protocol;
 pub mod redact;
@@ -215,23 +218,14 @@ pub fn start(bus: &EventBus, settings: &ServerSettings) -> std::io::Result<Progr
         shutdown: shutdown.clone(),
     };
     let router = http::router(app);
-    let stop = shutdown.clone();
-    // Small frames must leave at once: without TCP_NODELAY, Nagle's algorithm holds
-    // a frame until the previous one is acknowledged, which a client's delayed ACK
-    // makes up to 40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("progress server: TCP_NODELAY: {e}");
-        }
-    });
-    let serve = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::warn!("progress server: {e}");
-        }
-    });
+    let budget = listener::connection_budget(listener::current_descriptor_limit());
+    let serve = tokio::spawn(listener::serve(
+        listener,
+        router,
+        budget,
+        Arc::clone(&hub.handle.stats),
+        shutdown.clone(),
+    ));
     let stop_signals = if settings.linger.is_zero() {
         None
     } else {

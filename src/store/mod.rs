@@ -14,6 +14,7 @@
 //! - [`read`]: a unit's recent results and what follows from them (expected duration,
 //!   peak memory, failed last time), and the figures of `runner history`.
 //! - [`command`]: the `runner history` subcommand.
+//! - [`prune`]: keeping `.runner/runs/` within `execution.keep_runs` and `runs_max_mb`.
 //!
 //! Bounded: each unit keeps its last [`KEEP_RESULTS_PER_UNIT`] results and the database
 //! its last [`KEEP_RUNS`] runs. Safe for concurrent runs: WAL lets readers go on while a
@@ -24,6 +25,7 @@
 
 pub mod command;
 pub mod db;
+pub mod prune;
 pub mod read;
 pub mod record;
 

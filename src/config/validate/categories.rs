@@ -189,6 +189,7 @@ impl Validator<'_> {
         let placeholder = UnitKind::Command(CommandSpec {
             command: String::new(),
             files: Vec::new(),
+            exclude: Vec::new(),
         });
         match (&c.command, &c.nextest) {
             (Some(_), Some(nx)) => {
@@ -210,6 +211,7 @@ impl Validator<'_> {
                     UnitKind::Command(CommandSpec {
                         command,
                         files: self.files(n, c),
+                        exclude: self.exclude(n, c),
                     })
                 }
                 None => {
@@ -225,6 +227,12 @@ impl Validator<'_> {
                     self.err(
                         files.loc,
                         format!("`files` of category `{n}` only applies to `command` categories, not `nextest`"),
+                    );
+                }
+                if let Some(exclude) = &c.exclude {
+                    self.err(
+                        exclude.loc,
+                        format!("`exclude` of category `{n}` only applies to `command` categories with `files`, not `nextest`"),
                     );
                 }
                 let filter = self
@@ -256,7 +264,12 @@ impl Validator<'_> {
                     mappings.push(Mapping::new("command", format!("from `categories.{n}`")));
                 }
                 let files = self.files(n, c);
-                UnitKind::Command(CommandSpec { command, files })
+                let exclude = self.exclude(n, c);
+                UnitKind::Command(CommandSpec {
+                    command,
+                    files,
+                    exclude,
+                })
             }
         }
     }
@@ -277,6 +290,14 @@ impl Validator<'_> {
                 glob.loc,
                 format!("empty glob in `files` of category `{n}`: expected a pattern such as `tests/**/test_*.py`"),
                     );
+                } else if let Some(why) = crate::discover::commands::pattern_escapes(&glob.value) {
+                    self.err(
+                        glob.loc,
+                        format!(
+                            "glob `{}` in `files` of category `{n}` is {why}: patterns are relative to the configuration's directory and stay inside it",
+                            glob.value
+                        ),
+                    );
                 } else if let Err(e) = glob::Pattern::new(&glob.value) {
                     self.err(
                         glob.loc,
@@ -291,6 +312,32 @@ impl Validator<'_> {
             }
         }
         files
+    }
+
+    /// `exclude:` globs, removed from what `files:` matched.
+    fn exclude(&mut self, n: &str, c: &RawCategory) -> Vec<String> {
+        let mut exclude = Vec::new();
+        if let Some(list) = &c.exclude {
+            if c.files.is_none() {
+                self.err(
+                    list.loc,
+                    format!("`exclude` of category `{n}` without `files`: expected `files` globs to exclude from"),
+                );
+            }
+            for glob in &list.value.0 {
+                match glob::Pattern::new(&glob.value) {
+                    Err(e) => self.err(
+                        glob.loc,
+                        format!(
+                            "invalid glob `{}` in `exclude` of category `{n}`: {}",
+                            glob.value, e.msg
+                        ),
+                    ),
+                    Ok(_) => exclude.push(glob.value.clone()),
+                }
+            }
+        }
+        exclude
     }
 }
 

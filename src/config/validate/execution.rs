@@ -79,6 +79,17 @@ impl Validator<'_> {
                 )
                 .unwrap_or(8)
                 << 20,
+            keep_runs: self
+                .count(&r.keep_runs, &bounds::KEEP_RUNS, "`execution.keep_runs`")
+                .unwrap_or(50) as usize,
+            runs_max_bytes: self
+                .count(
+                    &r.runs_max_mb,
+                    &bounds::RUNS_MAX_MB,
+                    "`execution.runs_max_mb`",
+                )
+                .unwrap_or(1024)
+                << 20,
             real_services: r.real_services.unwrap_or(false),
             default_command: self.non_empty(&r.default_command, "`execution.default_command`"),
             layer_execution_mode: r.layer_execution_mode.unwrap_or_default(),

@@ -440,7 +440,7 @@ impl Validator<'_> {
             .with_suggestion(
                 &name.value,
                 known.names().iter().map(String::as_str),
-                &format!("{kind}s"),
+                &plural(kind),
                 true,
             );
         self.diags.push(d);
@@ -543,5 +543,13 @@ impl RawConfig {
             }
         }
         out
+    }
+}
+
+/// `category` → `categories`, `layer` → `layers`.
+fn plural(word: &str) -> String {
+    match word.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{word}s"),
     }
 }

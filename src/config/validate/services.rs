@@ -77,11 +77,11 @@ impl Validator<'_> {
                 })
             }
             RawReady::Http(u) => {
-                if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
+                if let Err(why) = http_url(&u.value) {
                     self.err(
                         u.loc,
                         format!(
-                            "invalid `ready.http` of service `{service}`: expected an `http://` or `https://` URL, found `{}`",
+                            "invalid `ready.http` of service `{service}`: expected an `http://` or `https://` URL with a host, found `{}` ({why})",
                             u.value
                         ),
                     );
@@ -96,6 +96,58 @@ impl Validator<'_> {
                 self.non_empty(&Some(c.clone()), &what)
                     .map(|command| ReadyProbe::Command { command })
             }
+        }
+    }
+}
+
+/// Checks a probe URL as the probe will use it: `http` or `https`, a host (an IPv6
+/// address in brackets), an optional numeric port, no user info.
+fn http_url(url: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("the scheme must be http or https".into());
+    }
+    let authority = uri.authority().ok_or("no host")?;
+    if authority.as_str().contains('@') {
+        return Err("user info is not supported".into());
+    }
+    let host = authority.host();
+    if let Some(port) = authority.as_str()[host.len()..].strip_prefix(':') {
+        port.parse::<u16>()
+            .map_err(|_| format!("port `{port}` is not from 0 to 65535"))?;
+    }
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    if let Some(v6) = host.strip_prefix('[') {
+        v6.strip_suffix(']')
+            .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+            .ok_or("an invalid IPv6 address")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn probe_urls_are_checked_at_load() {
+        for ok in [
+            "http://127.0.0.1:8080/health",
+            "https://localhost/",
+            "http://[::1]:9/x",
+        ] {
+            assert_eq!(super::http_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://[::1:1/",
+            "http://",
+            "ftp://x/",
+            "http://a@b/",
+            "http://h:99999/",
+            "localhost:80",
+            "http://[zz]/",
+        ] {
+            assert!(super::http_url(bad).is_err(), "{bad}");
         }
     }
 }
