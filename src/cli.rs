@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(long)]
     pub orchestration_status: bool,
 
-    /// With --orchestration-status or --show-layers: machine-readable JSON.
+    /// With --orchestration-status, --show-layers or --list: machine-readable JSON.
     #[arg(long)]
     pub json: bool,
 
@@ -178,6 +178,16 @@ pub struct Cli {
     /// when nothing is left.
     #[arg(long)]
     pub rerun_failed: bool,
+
+    // Everyday use: selecting, listing, repeating, reporting (docs/usage.md).
+    /// Keep only the units this expression selects, e.g. `-E 'layer(fast) & test(~parse)'`
+    /// (functions: layer, category, test, kind, tag, failed, slow; `&`, `|`, `!`, parentheses).
+    #[arg(short = 'E', long, value_name = "EXPR")]
+    pub filter: Option<String>,
+
+    /// Print the units the run would execute (with the same selection flags) and exit; with --json as JSON.
+    #[arg(long)]
+    pub list: bool,
 }
 
 /// `--partition K/N`: shard `k` (from 1) of `n`.

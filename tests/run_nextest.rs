@@ -427,3 +427,69 @@ layers:
         assert_no_process_with(&needle);
     }
 }
+
+/// `-E` reaches nextest's own filterset: `test()` narrows the listing, a category the
+/// filter rejects whole is not listed at all, and `--list` shows the Rust tests.
+#[test]
+fn a_filter_narrows_the_nextest_listing() {
+    let (project, _) = project(
+        r#"
+categories:
+  unit: { cwd: "@CRATE@", nextest: { filter: "kind(lib)" } }
+  integration: { cwd: "@CRATE@", nextest: { filter: "kind(test)" } }
+layers:
+  - { name: rust, categories: [unit, integration] }
+"#,
+    );
+    // A cargo that records its arguments, then runs the real one.
+    let log = project.path("cargo-args.log");
+    let real = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    project.file(
+        "cargo-wrapper.sh",
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        ),
+    );
+    let wrapper = project.path("cargo-wrapper.sh");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = project
+        .runner()
+        .args([
+            "--list",
+            "--json",
+            "--use-layers",
+            "rust",
+            "-E",
+            "category(unit) & test(=tests::adds)",
+        ])
+        .env("CARGO", wrapper.to_str().unwrap())
+        .env(
+            "CARGO_TARGET_DIR",
+            fixture_target_dir().to_str().expect("utf-8 target dir"),
+        )
+        .run();
+    out.assert_code(0);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let ids: Vec<&str> = doc["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["rust/unit/nextest_fixture$tests::adds"], "{out}");
+    assert_eq!(doc["units"][0]["kind"], "nextest");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.contains("(kind(lib)) and (test(=tests::adds))"),
+        "the listing is narrowed by the filter:\n{calls}"
+    );
+    assert!(
+        !calls.contains("kind(test)"),
+        "the rejected category is not listed:\n{calls}"
+    );
+}

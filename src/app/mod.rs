@@ -4,9 +4,11 @@
 //! - runs (layers, legacy categories): [`crate::runner::run`], whose dispatcher owns them,
 //!   with background layers handed to a detached worker ([`crate::background`]);
 //! - [`status`]: `--show-layers`, `--orchestration-status`;
+//! - [`list`]: `--list`, the units a run would execute;
 //! - background runs, `runner history`, `merge-junit`, `runner watch`, completions:
 //!   their own modules.
 
+pub mod list;
 pub mod status;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Mode::MergeJunit { out, inputs } => crate::report::junit::merge_command(out, inputs),
         Mode::ShowLayers => status::show_layers(&load(&cli)?, &cli),
         Mode::OrchestrationStatus => status::orchestration_status(&cli, load(&cli).ok()).await,
+        Mode::Layers { .. } | Mode::Legacy { .. } if cli.list => list::run(&cli, &mode).await?,
         Mode::Layers { .. } | Mode::Legacy { .. } => {
             let cfg = load(&cli)?;
             {
