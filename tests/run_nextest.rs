@@ -145,6 +145,26 @@ fn every_outcome_of_a_rust_test_suite() {
         "{}",
         finished.last().unwrap()
     );
+    // The console shows the panic (location, message, left and right), not libtest's
+    // trailer, and where the full output is.
+    let fail_line = out
+        .stdout
+        .lines()
+        .position(|l| l.contains("FAIL") && l.contains("tests::fails"))
+        .unwrap_or_else(|| panic!("no FAIL line\n{out}"));
+    let excerpt: Vec<&str> = out.stdout.lines().skip(fail_line + 1).take(6).collect();
+    let excerpt = excerpt.join("\n");
+    assert!(
+        excerpt.contains("panicked at src/lib.rs:"),
+        "{excerpt}\n{out}"
+    );
+    assert!(excerpt.contains("deliberate failure"), "{excerpt}");
+    assert!(
+        excerpt.contains("left: 4") && excerpt.contains("right: 5"),
+        "{excerpt}"
+    );
+    assert!(excerpt.contains("full output: "), "{excerpt}");
+    assert!(!excerpt.contains("test result:"), "{excerpt}");
 
     // Flaky: fails on attempt 1, passes on attempt 2; NEXTEST_ATTEMPT follows the attempts.
     let flaky = unit(&summary, &lib("flaky"));
@@ -483,6 +503,9 @@ layers:
         .collect();
     assert_eq!(ids, ["rust/unit/nextest_fixture$tests::adds"], "{out}");
     assert_eq!(doc["units"][0]["kind"], "nextest");
+    // Without a terminal the build says when it starts and when it ends.
+    out.assert_stderr_contains("runner: building the Rust tests of category `unit`")
+        .assert_stderr_contains("runner: built and listed the Rust tests of category `unit` in ");
     let calls = std::fs::read_to_string(&log).unwrap();
     assert!(
         calls.contains("(kind(lib)) and (test(=tests::adds))"),

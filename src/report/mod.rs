@@ -11,6 +11,7 @@
 
 pub mod agents_file;
 pub mod console;
+pub mod excerpt;
 pub mod files;
 pub mod github;
 pub mod jsonl;
