@@ -188,6 +188,10 @@ pub struct Cli {
     /// Print the units the run would execute (with the same selection flags) and exit; with --json as JSON.
     #[arg(long)]
     pub list: bool,
+
+    /// Write a self-contained HTML report (totals, failures, slowest units, a timeline per slot) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
 }
 
 /// `--partition K/N`: shard `k` (from 1) of `n`.

@@ -434,6 +434,11 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     {
         eprintln!("runner: cannot write JUnit report {}: {e}", path.display());
     }
+    if let Some(path) = &cli.html
+        && let Err(e) = crate::report::html::write(path, &summary, &run_dir.join("events.jsonl"))
+    {
+        eprintln!("runner: cannot write HTML report {}: {e}", path.display());
+    }
     if crate::report::github::enabled()
         && let Err(e) = crate::report::github::append_step_summary(&summary)
     {
