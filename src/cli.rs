@@ -260,6 +260,18 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Write a first layers.yaml for the project here (or at --config), from what it finds.
+    Init {
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Print the file instead of writing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// The file to write (default: --config's, `layers.yaml` here).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -385,6 +397,15 @@ pub enum Mode {
         /// Token, if given.
         token: Option<String>,
     },
+    /// `runner init`.
+    Init {
+        /// The file to write (`--config`).
+        config: PathBuf,
+        /// `--force`.
+        force: bool,
+        /// `--dry-run`.
+        dry_run: bool,
+    },
     /// `runner history`.
     History {
         /// The project root (the directory of the layers file).
@@ -411,6 +432,7 @@ impl Mode {
             Mode::Background(_) => "background",
             Mode::Watch { .. } => "watch",
             Mode::History { .. } => "history",
+            Mode::Init { .. } => "init",
         }
     }
 }
@@ -425,6 +447,18 @@ impl Cli {
             return Mode::MergeJunit {
                 out: out.clone(),
                 inputs: inputs.clone(),
+            };
+        }
+        if let Some(Command::Init {
+            force,
+            dry_run,
+            config,
+        }) = &self.command
+        {
+            return Mode::Init {
+                config: config.clone().unwrap_or_else(|| self.config.clone()),
+                force: *force,
+                dry_run: *dry_run,
             };
         }
         if let Some(Command::Watch { url, token }) = &self.command {
@@ -659,6 +693,24 @@ mod tests {
         assert!(!request.flaky);
         let cli = Cli::try_parse_from(["runner", "--failed-first", "--rerun-failed"]).unwrap();
         assert!(cli.failed_first && cli.rerun_failed);
+    }
+
+    #[test]
+    fn init_subcommand() {
+        assert_eq!(
+            mode(&["init", "--dry-run"]),
+            Mode::Init {
+                config: "layers.yaml".into(),
+                force: false,
+                dry_run: true
+            }
+        );
+        let Mode::Init { config, force, .. } = mode(&["init", "--force", "--config", "x.yaml"])
+        else {
+            panic!("init mode");
+        };
+        assert_eq!(config, PathBuf::from("x.yaml"));
+        assert!(force);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //!   with background layers handed to a detached worker ([`crate::background`]);
 //! - [`status`]: `--show-layers`, `--orchestration-status`;
 //! - [`list`]: `--list`, the units a run would execute;
+//! - [`init`]: `runner init`, a first `layers.yaml` from what the project holds;
 //! - background runs, `runner history`, `merge-junit`, `runner watch`, completions:
 //!   their own modules.
 
+pub mod init;
 pub mod list;
 pub mod status;
 
@@ -48,6 +50,11 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Mode::Watch { url, token } => crate::server::watch::run(url.clone(), token.clone()).await,
         Mode::History { root, request } => crate::store::command::run(root, *request),
+        Mode::Init {
+            config,
+            force,
+            dry_run,
+        } => init::run(config, *force, *dry_run)?,
     })
 }
 
