@@ -234,3 +234,27 @@ fn a_bad_expression_is_a_usage_error_with_a_caret() {
     out.assert_code(2)
         .assert_stderr_contains("did you mean `command`?");
 }
+
+#[test]
+fn show_layers_says_time_limit_and_expected_from_history() {
+    let project = suite();
+    let yaml = project.read("layers.yaml").replace(
+        "  - name: slow\n",
+        "  - name: slow\n    max_duration_minutes: 5\n",
+    );
+    project.layers(&yaml);
+    let out = project.runner().arg("--show-layers").run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("6 units"), "{out}");
+    assert!(out.stdout.contains("time limit 5.0 min"), "{out}");
+    assert!(!out.stdout.contains("estimated"), "{out}");
+    assert!(!out.stdout.contains("expected"), "no history yet\n{out}");
+
+    project.runner().args(["--use-layers", "fast,slow"]).run().assert_code(1);
+    let out = project.runner().arg("--show-layers").run();
+    assert!(out.stdout.contains("of work (history)"), "{out}");
+    let out = project.runner().args(["--show-layers", "--json"]).run();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(doc["layers"][0]["expected_seconds"].is_f64(), "{out}");
+    assert_eq!(doc["layers"][0]["categories"][0]["units_last_run"], 5, "{out}");
+}
