@@ -189,6 +189,11 @@ pub struct Cli {
     #[arg(long)]
     pub list: bool,
 
+    /// Run every selected unit N times (each iteration a unit of its own); report per unit
+    /// how many passed and failed, and which are flaky.
+    #[arg(long, value_name = "N", value_parser = listed)]
+    pub stress_count: Option<usize>,
+
     /// Write a self-contained HTML report (totals, failures, slowest units, a timeline per slot) to this file.
     #[arg(long, value_name = "PATH")]
     pub html: Option<PathBuf>,

@@ -250,11 +250,78 @@ fn show_layers_says_time_limit_and_expected_from_history() {
     assert!(!out.stdout.contains("estimated"), "{out}");
     assert!(!out.stdout.contains("expected"), "no history yet\n{out}");
 
-    project.runner().args(["--use-layers", "fast,slow"]).run().assert_code(1);
+    project
+        .runner()
+        .args(["--use-layers", "fast,slow"])
+        .run()
+        .assert_code(1);
     let out = project.runner().arg("--show-layers").run();
     assert!(out.stdout.contains("of work (history)"), "{out}");
     let out = project.runner().args(["--show-layers", "--json"]).run();
     let doc: Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(doc["layers"][0]["expected_seconds"].is_f64(), "{out}");
-    assert_eq!(doc["layers"][0]["categories"][0]["units_last_run"], 5, "{out}");
+    assert_eq!(
+        doc["layers"][0]["categories"][0]["units_last_run"], 5,
+        "{out}"
+    );
+}
+
+#[test]
+fn stress_count_repeats_every_unit_and_tallies_it() {
+    let project = Project::new();
+    project.file("stable.sh", "exit 0\n");
+    project.file("broken.sh", "exit 1\n");
+    // Fails on every second call: a counter file beside it.
+    project.file(
+        "alternating.sh",
+        "n=$(cat count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > count; [ $((n % 2)) -eq 0 ]\n",
+    );
+    project.layers(
+        r#"
+version: 1
+categories:
+  c: { command: "sh {file}", files: ["*.sh"], max_parallel_instances: 1 }
+layers:
+  - { name: l, fail_fast: disabled, categories: [c] }
+"#,
+    );
+    let junit = project.path("junit.xml");
+    let out = project
+        .runner()
+        .args([
+            "--use-layers",
+            "l",
+            "--stress-count",
+            "4",
+            "--jobs",
+            "1",
+            "--junit",
+        ])
+        .arg(&junit)
+        .run();
+    out.assert_code(1).assert_counts_line(6, 6, 0);
+    out.assert_stderr_contains(
+        "stress: 4 iterations of 3 units: 1 always passed, 1 flaky, 1 always failed",
+    );
+    out.assert_stderr_contains("FLAKY l/c/alternating.sh: 2 passed, 2 failed");
+    out.assert_stderr_contains("FAILING l/c/broken.sh: 0 passed, 4 failed");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    for k in 1..=4 {
+        assert!(
+            xml.contains(&format!("name=\"stable.sh [{k}/4]\"")),
+            "{xml}"
+        );
+    }
+    assert_eq!(
+        xml.matches("<testcase").count(),
+        12,
+        "every iteration: {xml}"
+    );
+    // Listing shows the iterations too; history keeps no iteration.
+    let units = list(&project, &["--use-layers", "l", "--stress-count", "2"]);
+    assert_eq!(units.len(), 6);
+    assert!(
+        !project.path(".runner/history.sqlite").exists(),
+        "a stress run is not recorded in history"
+    );
 }

@@ -17,6 +17,7 @@
 pub mod dispatcher;
 pub mod select;
 pub mod signals;
+pub mod stress;
 
 #[cfg(test)]
 mod tests;
@@ -450,9 +451,20 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     // results: that is the run's failure (exit 3), and the summary says so.
     let root = config.root.clone();
     let store_was_readable = history.warning.is_none();
+    let stress = cli.stress_count.filter(|&n| n > 1);
+    if let Some(count) = stress {
+        for line in stress::report(&summary, count) {
+            eprintln!("{line}");
+        }
+    }
     let saved = {
         let summary = summary.clone();
-        tokio::task::spawn_blocking(move || crate::store::save(&root, &summary)).await
+        tokio::task::spawn_blocking(move || match stress {
+            // Iterations are not units of the project.
+            Some(_) => Ok(()),
+            None => crate::store::save(&root, &summary).map(|_| ()),
+        })
+        .await
     };
     let history_error = match saved {
         Ok(Ok(_)) => None,

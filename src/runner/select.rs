@@ -1,5 +1,5 @@
 //! Selection: what the selection flags keep of a planned run, in order: `-E/--filter`,
-//! `--partition`, `--rerun-failed`. The same for a run and for `--list`, so that a
+//! `--partition`, `--rerun-failed`; then `--stress-count` repeats what is left. The same for a run and for `--list`, so that a
 //! listing shows exactly what the run would execute.
 //!
 //! The filter comes first, so that shards partition the filtered units; `--rerun-failed`
@@ -75,6 +75,12 @@ pub fn select(cli: &Cli, config: &Config, mut plan: Plan, filter: Option<&Filter
                 "--rerun-failed: running {kept} of {of} units (failed or unfinished last time)"
             )),
         }
+    }
+    if let Some(count) = cli.stress_count.filter(|&n| n > 1) {
+        super::stress::expand(&mut plan, count);
+        plan.warnings.push(format!(
+            "--stress-count {count}: every unit runs {count} times (not recorded in history)"
+        ));
     }
     Selected {
         plan,
