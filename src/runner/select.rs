@@ -12,7 +12,7 @@ use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::Error;
 use crate::filter::{self, Filter, UnitFacts};
-use crate::plan::{self, Plan};
+use crate::plan::Plan;
 use crate::store::{self, Known};
 
 /// A plan after selection, with the history read for it.
@@ -42,7 +42,7 @@ pub fn select(cli: &Cli, config: &Config, mut plan: Plan, filter: Option<&Filter
     plan.warnings.extend(history.warning.clone());
     if let Some(filter) = filter {
         let of = plan.units().count();
-        let kept = apply_filter(&mut plan, config, &history, filter);
+        let kept = apply_filter(&mut plan, &history, filter);
         if kept == 0 && of > 0 {
             return Selected {
                 plan,
@@ -89,32 +89,45 @@ pub fn select(cli: &Cli, config: &Config, mut plan: Plan, filter: Option<&Filter
     }
 }
 
-/// Keeps the units `filter` accepts; returns how many are left.
-pub fn apply_filter(plan: &mut Plan, config: &Config, history: &Known, filter: &Filter) -> usize {
+/// Keeps the units `filter` accepts (layers and categories stay, possibly empty);
+/// returns how many are left. Per category, its kind and tags are looked up once.
+pub fn apply_filter(plan: &mut Plan, history: &Known, filter: &Filter) -> usize {
     let uses_history = filter.needs_history();
-    plan::retain_units(plan, |u| {
-        let Some(category) = config.categories.get(&u.category) else {
-            return true;
-        };
-        let (failed, slow) = match history.units.get(&u.id).filter(|_| uses_history) {
-            Some(h) => {
-                let last = h.results.first();
-                let slow = match (category.slow_after, last.and_then(|r| r.duration_ms)) {
-                    (Some(limit), Some(ms)) => Duration::from_millis(ms) > limit,
-                    _ => false,
+    let mut left = 0;
+    for layer in plan
+        .stages
+        .iter_mut()
+        .flatten()
+        .chain(plan.background.iter_mut())
+    {
+        for pc in &mut layer.categories {
+            let category = &pc.category;
+            let kind = filter::kind_name(&category.kind);
+            let tags = filter::category_tags(category);
+            pc.units.retain(|u| {
+                let (failed, slow) = match history.units.get(&u.id).filter(|_| uses_history) {
+                    Some(h) => {
+                        let last = h.results.first();
+                        let slow = match (category.slow_after, last.and_then(|r| r.duration_ms)) {
+                            (Some(limit), Some(ms)) => Duration::from_millis(ms) > limit,
+                            _ => false,
+                        };
+                        (h.left_to_rerun(), slow)
+                    }
+                    None => (false, false),
                 };
-                (h.left_to_rerun(), slow)
-            }
-            None => (false, false),
-        };
-        filter.matches(&UnitFacts {
-            layer: &u.layer,
-            category: &u.category,
-            test: filter::test_name(&category.kind, &u.name),
-            kind: filter::kind_name(&category.kind),
-            tags: filter::category_tags(category),
-            failed,
-            slow,
-        })
-    })
+                filter.matches(&UnitFacts {
+                    layer: &u.layer,
+                    category: &u.category,
+                    test: filter::test_name(&category.kind, &u.name),
+                    kind,
+                    tags,
+                    failed,
+                    slow,
+                })
+            });
+            left += pc.units.len();
+        }
+    }
+    left
 }
