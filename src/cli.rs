@@ -52,7 +52,7 @@ pub struct Cli {
     #[arg(long)]
     pub orchestration_status: bool,
 
-    /// With --orchestration-status or --show-layers: machine-readable JSON.
+    /// With --orchestration-status, --show-layers or --list: machine-readable JSON.
     #[arg(long)]
     pub json: bool,
 
@@ -210,6 +210,25 @@ pub struct Cli {
     /// when nothing is left.
     #[arg(long)]
     pub rerun_failed: bool,
+
+    // Everyday use: selecting, listing, repeating, reporting (docs/usage.md).
+    /// Keep only the units this expression selects, e.g. `-E 'layer(fast) & test(~parse)'`
+    /// (functions: layer, category, test, kind, tag, failed, slow; `&`, `|`, `!`, parentheses).
+    #[arg(short = 'E', long, value_name = "EXPR")]
+    pub filter: Option<String>,
+
+    /// Print the units the run would execute (with the same selection flags) and exit; with --json as JSON.
+    #[arg(long)]
+    pub list: bool,
+
+    /// Run every selected unit N times (each iteration a unit of its own); report per unit
+    /// how many passed and failed, and which are flaky.
+    #[arg(long, value_name = "N", value_parser = listed)]
+    pub stress_count: Option<usize>,
+
+    /// Write a self-contained HTML report (totals, failures, slowest units, a timeline per slot) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
 }
 
 /// `--partition K/N`: shard `k` (from 1) of `n`.
@@ -275,6 +294,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// The layers file whose project's history to show (default: --config's).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Write a first layers.yaml for the project here (or at --config), from what it finds.
+    Init {
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Print the file instead of writing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// The file to write (default: --config's, `layers.yaml` here).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
@@ -407,6 +438,15 @@ pub enum Mode {
         /// Token, if given.
         token: Option<String>,
     },
+    /// `runner init`.
+    Init {
+        /// The file to write (`--config`).
+        config: PathBuf,
+        /// `--force`.
+        force: bool,
+        /// `--dry-run`.
+        dry_run: bool,
+    },
     /// `runner history`.
     History {
         /// The project root (the directory of the layers file).
@@ -434,6 +474,7 @@ impl Mode {
             Mode::Background(_) => "background",
             Mode::Watch { .. } => "watch",
             Mode::History { .. } => "history",
+            Mode::Init { .. } => "init",
         }
     }
 }
@@ -456,6 +497,18 @@ impl Cli {
             return Mode::MergeJunit {
                 out: out.clone(),
                 inputs: inputs.clone(),
+            };
+        }
+        if let Some(Command::Init {
+            force,
+            dry_run,
+            config,
+        }) = &self.command
+        {
+            return Mode::Init {
+                config: config.clone().unwrap_or_else(|| self.config.clone()),
+                force: *force,
+                dry_run: *dry_run,
             };
         }
         if let Some(Command::Watch { url, token }) = &self.command {
@@ -767,6 +820,24 @@ mod tests {
         assert!(!request.flaky);
         let cli = Cli::try_parse_from(["runner", "--failed-first", "--rerun-failed"]).unwrap();
         assert!(cli.failed_first && cli.rerun_failed);
+    }
+
+    #[test]
+    fn init_subcommand() {
+        assert_eq!(
+            mode(&["init", "--dry-run"]),
+            Mode::Init {
+                config: "layers.yaml".into(),
+                force: false,
+                dry_run: true
+            }
+        );
+        let Mode::Init { config, force, .. } = mode(&["init", "--force", "--config", "x.yaml"])
+        else {
+            panic!("init mode");
+        };
+        assert_eq!(config, PathBuf::from("x.yaml"));
+        assert!(force);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`cli`]: clap definitions and mode detection (`args -> Mode`).
 //! - [`config`]: `layers.yaml`, environment overlays, validation into domain types.
 //! - [`plan`]: requested layers -> ordered stages -> units.
+//! - [`filter`]: filter expressions (`-E`): parsing, matching, nextest filtersets.
 //! - [`event`]: the event envelope (wire protocol) and `RunState`, the fold of events.
 //! - [`bus`]: the one event bus: sequencing, folding, fan-out.
 //! - [`app`]: the commands, one module each; the only layer that depends on everything.
@@ -35,6 +36,7 @@ pub mod error;
 pub mod event;
 pub mod exec;
 pub mod exit_code;
+pub mod filter;
 pub mod ingest;
 pub mod logging;
 pub mod plan;

@@ -46,6 +46,9 @@ pub struct PlanOptions {
     /// Do not list Rust tests (nextest categories get no units): for views such as
     /// `--show-layers`, which must answer at once instead of building test binaries.
     pub skip_test_listing: bool,
+    /// `-E/--filter`: narrows the listing of `nextest:` categories (the runner applies
+    /// the whole expression to the planned units afterwards, see `runner::select`).
+    pub filter: Option<std::sync::Arc<crate::filter::Filter>>,
 }
 
 /// A category of a planned layer with its units.
@@ -730,19 +733,39 @@ fn discover_nextest<'a>(
         return Ok(nextest::Discovery::default());
     }
     let mut seen = HashSet::new();
-    let mut requests = Vec::new();
+    // Each category's spec, its filterset narrowed by `-E` (a category the filter
+    // rejects whole is not listed at all).
+    let mut specs = Vec::new();
     for name in categories {
         let category = &config.categories[name];
         if let UnitKind::Nextest(spec) = &category.kind
             && seen.insert(name.as_str())
         {
-            requests.push(nextest::Request {
-                category,
-                spec,
-                cwd: category_cwd(config, category),
-            });
+            let mut spec = spec.clone();
+            if let Some(filter) = &opts.filter {
+                match filter.nextest_narrowing(&crate::filter::CategoryFacts {
+                    category: name,
+                    kind: crate::filter::kind_name(&category.kind),
+                    tags: crate::filter::category_tags(category),
+                }) {
+                    crate::filter::Narrowing::Nothing => {}
+                    crate::filter::Narrowing::Everything => continue,
+                    crate::filter::Narrowing::To(set) => {
+                        spec.filter = format!("({}) and ({set})", spec.filter);
+                    }
+                }
+            }
+            specs.push((category, spec));
         }
     }
+    let requests: Vec<nextest::Request<'_>> = specs
+        .iter()
+        .map(|(category, spec)| nextest::Request {
+            category,
+            spec,
+            cwd: category_cwd(config, category),
+        })
+        .collect();
     if requests.is_empty() {
         return Ok(nextest::Discovery::default());
     }
@@ -898,7 +921,7 @@ fn plan_layer(
             UnitKind::Missing => Vec::new(),
             UnitKind::Nextest(spec) => {
                 let tests = discovery.tests(name);
-                if tests.is_empty() && !opts.skip_test_listing {
+                if tests.is_empty() && !opts.skip_test_listing && opts.filter.is_none() {
                     warnings.push(format!(
                         "category `{name}` in layer `{}`: nextest filter `{}` selects no test",
                         layer.name, spec.filter

@@ -145,6 +145,26 @@ fn every_outcome_of_a_rust_test_suite() {
         "{}",
         finished.last().unwrap()
     );
+    // The console shows the panic (location, message, left and right), not libtest's
+    // trailer, and where the full output is.
+    let fail_line = out
+        .stdout
+        .lines()
+        .position(|l| l.contains("FAIL") && l.contains("tests::fails"))
+        .unwrap_or_else(|| panic!("no FAIL line\n{out}"));
+    let excerpt: Vec<&str> = out.stdout.lines().skip(fail_line + 1).take(6).collect();
+    let excerpt = excerpt.join("\n");
+    assert!(
+        excerpt.contains("panicked at src/lib.rs:"),
+        "{excerpt}\n{out}"
+    );
+    assert!(excerpt.contains("deliberate failure"), "{excerpt}");
+    assert!(
+        excerpt.contains("left: 4") && excerpt.contains("right: 5"),
+        "{excerpt}"
+    );
+    assert!(excerpt.contains("full output: "), "{excerpt}");
+    assert!(!excerpt.contains("test result:"), "{excerpt}");
 
     // Flaky: fails on attempt 1, passes on attempt 2; NEXTEST_ATTEMPT follows the attempts.
     let flaky = unit(&summary, &lib("flaky"));
@@ -426,4 +446,73 @@ layers:
         assert!(project.path("junit.xml").exists(), "no JUnit report\n{out}");
         assert_no_process_with(&needle);
     }
+}
+
+/// `-E` reaches nextest's own filterset: `test()` narrows the listing, a category the
+/// filter rejects whole is not listed at all, and `--list` shows the Rust tests.
+#[test]
+fn a_filter_narrows_the_nextest_listing() {
+    let (project, _) = project(
+        r#"
+categories:
+  unit: { cwd: "@CRATE@", nextest: { filter: "kind(lib)" } }
+  integration: { cwd: "@CRATE@", nextest: { filter: "kind(test)" } }
+layers:
+  - { name: rust, categories: [unit, integration] }
+"#,
+    );
+    // A cargo that records its arguments, then runs the real one.
+    let log = project.path("cargo-args.log");
+    let real = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    project.file(
+        "cargo-wrapper.sh",
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        ),
+    );
+    let wrapper = project.path("cargo-wrapper.sh");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = project
+        .runner()
+        .args([
+            "--list",
+            "--json",
+            "--use-layers",
+            "rust",
+            "-E",
+            "category(unit) & test(=tests::adds)",
+        ])
+        .env("CARGO", wrapper.to_str().unwrap())
+        .env(
+            "CARGO_TARGET_DIR",
+            fixture_target_dir().to_str().expect("utf-8 target dir"),
+        )
+        .run();
+    out.assert_code(0);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let ids: Vec<&str> = doc["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["rust/unit/nextest_fixture$tests::adds"], "{out}");
+    assert_eq!(doc["units"][0]["kind"], "nextest");
+    // Without a terminal the build says when it starts and when it ends.
+    out.assert_stderr_contains("runner: building the Rust tests of category `unit`")
+        .assert_stderr_contains("runner: built and listed the Rust tests of category `unit` in ");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.contains("(kind(lib)) and (test(=tests::adds))"),
+        "the listing is narrowed by the filter:\n{calls}"
+    );
+    assert!(
+        !calls.contains("kind(test)"),
+        "the rejected category is not listed:\n{calls}"
+    );
 }

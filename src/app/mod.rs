@@ -4,9 +4,13 @@
 //! - runs (layers, legacy categories): [`crate::runner::run`], whose dispatcher owns them,
 //!   with background layers handed to a detached worker ([`crate::background`]);
 //! - [`status`]: `--show-layers`, `--orchestration-status`;
+//! - [`list`]: `--list`, the units a run would execute;
+//! - [`init`]: `runner init`, a first `layers.yaml` from what the project holds;
 //! - background runs, `runner history`, `merge-junit`, `runner watch`, completions:
 //!   their own modules.
 
+pub mod init;
+pub mod list;
 pub mod status;
 
 use std::sync::Arc;
@@ -25,6 +29,7 @@ pub async fn run(mut cli: Cli) -> Result<i32, Error> {
         Mode::ShowLayers => status::show_layers(&load(&cli)?, &cli),
         Mode::PrintConfig => print_config(&load(&cli)?),
         Mode::OrchestrationStatus => status::orchestration_status(&cli, load(&cli).ok()).await,
+        Mode::Layers { .. } | Mode::Legacy { .. } if cli.list => list::run(&cli, &mode).await?,
         Mode::Layers { .. } | Mode::Legacy { .. } => {
             let cfg = load(&cli)?;
             {
@@ -47,6 +52,11 @@ pub async fn run(mut cli: Cli) -> Result<i32, Error> {
         }
         Mode::Watch { url, token } => crate::server::watch::run(url.clone(), token.clone()).await,
         Mode::History { root, request } => crate::store::command::run(root, *request),
+        Mode::Init {
+            config,
+            force,
+            dry_run,
+        } => init::run(config, *force, *dry_run)?,
     })
 }
 

@@ -47,6 +47,7 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
         }
     };
     let slots = slots(cli.jobs, config);
+    let known = KnownUnits::read(config);
     if cli.json {
         let layers: Vec<_> = plan
             .layers()
@@ -70,6 +71,7 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                     "success_criteria": l.success_criteria,
                     "llm_requirements": l.llm,
                     "mappings": l.mappings,
+                    "expected_seconds": known.expected(&l.name, pl.categories.iter().map(|c| c.category.name.as_str())).map(|d| d.as_secs_f64()),
                     "categories": pl.categories.iter().map(|c| json!({
                         "name": c.category.name,
                         "settings": c.category,
@@ -78,6 +80,7 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                             UnitKind::Nextest(_) | UnitKind::Missing => serde_json::Value::Null,
                             UnitKind::Command(_) => c.units.len().into(),
                         },
+                        "units_last_run": known.count(&l.name, &c.category.name),
                         "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest", UnitKind::Missing => "none" },
                         "files": match &c.category.kind {
                             UnitKind::Command(spec) if !spec.files.is_empty() =>
@@ -143,7 +146,26 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
     }
     for pl in plan.layers() {
         let l = &pl.layer;
-        let units: usize = pl.categories.iter().map(|c| c.units.len()).sum();
+        let categories = || pl.categories.iter().map(|c| c.category.name.as_str());
+        // Files are matched now; Rust tests are listed at run time: their count is the
+        // one history recorded for the category.
+        let mut known_units = 0;
+        let mut unknown = 0;
+        for c in &pl.categories {
+            match (&c.category.kind, known.count(&l.name, &c.category.name)) {
+                (UnitKind::Command(_), _) => known_units += c.units.len(),
+                (UnitKind::Nextest(_), Some(n)) => known_units += n,
+                (UnitKind::Nextest(_), None) => unknown += 1,
+                (UnitKind::Missing, _) => {}
+            }
+        }
+        let units = if unknown > 0 {
+            format!(
+                "{known_units} units + the Rust tests of {unknown} categories (listed at run time)"
+            )
+        } else {
+            format!("{known_units} units")
+        };
         outln!()?;
         outln!(
             "layer {}{}{} (order {}, priority {}): {}",
@@ -161,14 +183,17 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                 &l.description
             }
         )?;
+        let mut times = String::new();
+        if let Some(d) = known.expected(&l.name, categories()) {
+            times.push_str(&format!(", expected {} of work (history)", human(d)));
+        }
+        if let Some(d) = l.max_duration {
+            times.push_str(&format!(", time limit {}", human(d)));
+        }
         outln!(
-            "  mode {}, fail_fast {}, {units} units{}",
+            "  mode {}, fail_fast {}, {units}{times}",
             snake(&l.execution_mode),
             snake(&l.fail_fast),
-            match l.max_duration {
-                Some(d) => format!(", estimated at most {}", human(d)),
-                None => String::new(),
-            }
         )?;
         if !l.depends_on.is_empty() {
             outln!("  depends on: {}", l.depends_on.join(", "))?;
@@ -218,17 +243,22 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                 UnitKind::Nextest(spec) => format!("nextest `{}`", spec.filter),
                 UnitKind::Missing => "no command yet".to_string(),
             };
-            let count = match &c.category.kind {
-                UnitKind::Nextest(_) => "one unit per test, listed at run time".to_string(),
-                UnitKind::Missing => "cannot run".to_string(),
-                UnitKind::Command(_) => format!("{} units", c.units.len()),
+            let count = match (&c.category.kind, known.count(&l.name, &c.category.name)) {
+                (UnitKind::Nextest(_), Some(n)) => {
+                    format!("{n} Rust tests last run; listed again at run time")
+                }
+                (UnitKind::Nextest(_), None) => {
+                    "one unit per Rust test, listed at run time".to_string()
+                }
+                (UnitKind::Missing, _) => "cannot run".to_string(),
+                (UnitKind::Command(_), _) => format!("{} units", c.units.len()),
             };
             outln!(
                 "  - {} ({count}, {kind}{}){}",
                 c.category.name,
                 c.category
                     .timeout
-                    .map(|t| format!(", timeout {}", human(t)))
+                    .map(|t| format!(", time limit {} per unit", human(t)))
                     .unwrap_or_default(),
                 c.skip_reason
                     .as_ref()
@@ -304,6 +334,65 @@ fn write_category_settings(c: &crate::config::Category) -> Result<(), OutError> 
         outln!("      {}", parts.join("; "))?;
     }
     write_mappings("    ", &c.mappings)
+}
+
+/// What history knows of each `layer/category`: how many units it recorded (Rust tests
+/// are listed only at run time) and their expected durations. Empty without history.
+#[derive(Default)]
+struct KnownUnits {
+    /// `layer/category` -> (units, sum of the known expected durations).
+    by_category: std::collections::HashMap<String, (usize, Option<Duration>)>,
+}
+
+impl KnownUnits {
+    fn read(config: &Config) -> Self {
+        let path = crate::store::path(&config.root);
+        let Ok(Some(history)) = crate::store::History::open_existing(&path) else {
+            return Self::default();
+        };
+        let Ok(units) = history.all_units() else {
+            return Self::default();
+        };
+        let mut by_category: std::collections::HashMap<String, (usize, Option<Duration>)> =
+            std::collections::HashMap::new();
+        for (id, h) in &units {
+            let mut parts = id.splitn(3, '/');
+            let (Some(layer), Some(category)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let entry = by_category
+                .entry(format!("{layer}/{category}"))
+                .or_default();
+            entry.0 += 1;
+            if let Some(d) = h.expected() {
+                entry.1 = Some(entry.1.unwrap_or_default() + d);
+            }
+        }
+        Self { by_category }
+    }
+
+    /// Units history recorded for `layer/category`.
+    fn count(&self, layer: &str, category: &str) -> Option<usize> {
+        self.by_category
+            .get(&format!("{layer}/{category}"))
+            .map(|e| e.0)
+    }
+
+    /// The expected work of `categories` of `layer`: the sum of their units' expected
+    /// durations (history), None when history knows none of them.
+    fn expected<'a>(
+        &self,
+        layer: &str,
+        categories: impl Iterator<Item = &'a str>,
+    ) -> Option<Duration> {
+        categories
+            .filter_map(|c| {
+                self.by_category
+                    .get(&format!("{layer}/{c}"))
+                    .and_then(|e| e.1)
+            })
+            .reduce(|a, b| a + b)
+    }
 }
 
 /// A value's serde name (`hybrid`, `immediate`).

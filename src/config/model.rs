@@ -241,7 +241,7 @@ pub struct Category {
     pub cwd: Option<PathBuf>,
     /// Free classification (`category_type`), shown.
     pub category_type: Option<String>,
-    /// Free labels, shown.
+    /// Free labels, shown; `-E 'tag(…)'` selects by them.
     pub tags: Vec<String>,
     /// Expected duration of the whole category before history knows it
     /// (`estimated_duration_minutes`): split evenly over its units for ordering and ETAs.

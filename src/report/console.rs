@@ -121,29 +121,32 @@ pub fn unit_line(state: &RunState, event: &Event, p: Palette) -> Option<String> 
     Some(line)
 }
 
-/// Output tail of a final failure, indented, at most `max_lines` lines.
+/// The excerpt of a final failure's output ([`excerpt`](super::excerpt)), indented, at
+/// most `max_lines` lines, followed by the path of the full output.
 pub fn failure_tail(event: &Event, max_lines: usize, p: Palette) -> Option<String> {
     let EventKind::TestFinished {
         outcome,
         will_retry: false,
-        output_tail: Some(tail),
+        output_tail,
+        log,
         ..
     } = &event.kind
     else {
         return None;
     };
-    if !outcome.is_failure() || tail.trim().is_empty() {
+    if !outcome.is_failure() {
         return None;
     }
-    let lines: Vec<&str> = tail.lines().collect();
-    let start = lines.len().saturating_sub(max_lines);
-    Some(
-        lines[start..]
-            .iter()
-            .map(|l| format!("          {} {l}", p.dim("│")))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
+    let tail = output_tail.as_deref().unwrap_or("");
+    let log_path = log.as_deref().map(std::path::Path::new);
+    let mut lines: Vec<String> = super::excerpt::excerpt_of_failure(tail, log_path, max_lines)
+        .iter()
+        .map(|l| format!("          {} {l}", p.dim("│")))
+        .collect();
+    if let Some(log) = log {
+        lines.push(format!("          {} full output: {log}", p.dim("└")));
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
 /// Lines for layer, category and run events (simple and rich modes).
@@ -585,6 +588,16 @@ mod tests {
         let tail = failure_tail(&fin(1, Outcome::Failed, false), 2, p).unwrap();
         assert_eq!(tail, "          │ b\n          │ boom");
         assert!(failure_tail(&fin(1, Outcome::Failed, true), 2, p).is_none());
+        // The path of the full output follows the excerpt.
+        let mut with_log = fin(1, Outcome::Failed, false);
+        if let EventKind::TestFinished { log, .. } = &mut with_log.kind {
+            *log = Some("/r/logs/u.log".into());
+        }
+        let tail = failure_tail(&with_log, 2, p).unwrap();
+        assert_eq!(
+            tail,
+            "          │ b\n          │ boom\n          └ full output: /r/logs/u.log"
+        );
         s.apply(&fin(1, Outcome::Failed, false));
         let last = final_lines(&s, p);
         assert_eq!(last.last().unwrap(), "0 passed, 1 failed");

@@ -9,11 +9,15 @@
 //! - [`junit_merge`]: `runner merge-junit`, and what it checks of the shards it merges.
 //! - [`github`]: GitHub Actions annotations and job summary.
 //! - [`text`]: unit output and messages cleaned for reports (escapes, control characters).
+//! - [`html`]: the self-contained HTML report (`--html PATH`).
+//! - [`excerpt`]: the lines of a failure's output that matter (console, HTML).
 
 pub mod agents_file;
 pub mod console;
+pub mod excerpt;
 pub mod files;
 pub mod github;
+pub mod html;
 pub mod jsonl;
 pub mod junit;
 pub mod junit_merge;

@@ -15,7 +15,9 @@
 //! at once.
 
 pub mod dispatcher;
+pub mod select;
 pub mod signals;
+pub mod stress;
 
 #[cfg(test)]
 mod tests;
@@ -75,6 +77,33 @@ pub fn load_config(cli: &Cli) -> Result<Config, Error> {
     })?)
 }
 
+/// The options that shape a plan, from the command line (the same for a run and `--list`).
+pub fn plan_options(
+    cli: &Cli,
+    config: &Config,
+    no_dependencies: bool,
+    filter: Option<Arc<crate::filter::Filter>>,
+) -> PlanOptions {
+    PlanOptions {
+        no_dependencies,
+        resume_from: cli.resume_from.clone(),
+        fail_fast_override: if cli.fast_fail {
+            Some(FailFast::Immediate)
+        } else if cli.no_fail_fast {
+            Some(FailFast::Disabled)
+        } else {
+            None
+        },
+        real_services: cli.real_services || config.execution.real_services,
+        real_llm: cli.real_llm,
+        allow_missing_commands: false,
+        max_parallel_layers: cli.max_parallel_layers,
+        run_ignored: cli.run_ignored,
+        skip_test_listing: false,
+        filter,
+    }
+}
+
 /// Global slots: `--jobs`, else `execution.max_parallel_tests`, else the CPU count;
 /// capped by `max_cpu_percent` of the cores.
 pub fn slots(cli_jobs: Option<usize>, config: &Config) -> usize {
@@ -115,6 +144,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         Ok(settings) => settings,
         Err(e) => return Err(Error::usage(format!("error: {e}"))),
     };
+    let filter = select::filter_of(cli)?;
     let _log_guard = crate::logging::init(&config.root);
     // Descriptors for the units, with the progress server's share bounded within them.
     crate::server::listener::raise_descriptor_limit();
@@ -122,23 +152,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         tracing::warn!("cannot become a child subreaper: {e}");
     }
     let slots = slots(cli.jobs, &config);
-    let opts = PlanOptions {
-        no_dependencies: request.no_dependencies,
-        resume_from: cli.resume_from.clone(),
-        fail_fast_override: if cli.fast_fail {
-            Some(FailFast::Immediate)
-        } else if cli.no_fail_fast {
-            Some(FailFast::Disabled)
-        } else {
-            None
-        },
-        real_services: cli.real_services || config.execution.real_services,
-        real_llm: cli.real_llm,
-        allow_missing_commands: false,
-        max_parallel_layers: cli.max_parallel_layers,
-        run_ignored: cli.run_ignored,
-        skip_test_listing: false,
-    };
+    let opts = plan_options(cli, &config, request.no_dependencies, filter.clone());
 
     let (orchestrator, orchestrator_agent) = test_orchestrator::start(Arc::clone(&config), opts);
     let plan_request = match &mode {
@@ -195,9 +209,25 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
             }
         };
     }
-    plan = apply_partition(cli, plan);
     // Runs whose runner died: their leftovers ended, their results recorded first.
     crate::watchdog::dead_runs::sweep(&config.root).await;
+    // -E, --partition, --rerun-failed; history read once for them and for ordering.
+    let history = if interrupted_while_planning {
+        plan = apply_partition(cli, plan);
+        let history = crate::store::load(&config.root, plan.units().map(|u| u.id.as_str()));
+        plan.warnings.extend(history.warning.clone());
+        history
+    } else {
+        let selected = select::select(cli, &config, plan, filter.as_deref());
+        if let Some(why) = selected.nothing_left {
+            eprintln!("runner: {why}");
+            crate::report::out::line("0 passed, 0 failed");
+            orchestrator_agent.stop().await;
+            return Ok(exit_code::PASSED);
+        }
+        plan = selected.plan;
+        selected.history
+    };
     // Services nobody can start must be up before anything runs (exit 3 otherwise).
     if !interrupted_while_planning {
         let needs: Vec<(&str, &[String])> = plan
@@ -208,27 +238,6 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         if let Err(message) = crate::services::preflight(&config, &needs).await {
             orchestrator_agent.stop().await;
             return Err(Error::infrastructure(message));
-        }
-    }
-    // History: --rerun-failed, longest-first order, memory estimates, ETAs.
-    let history = crate::store::load(&config.root, plan.units().map(|u| u.id.as_str()));
-    plan.warnings.extend(history.warning.clone());
-    if cli.rerun_failed && !interrupted_while_planning {
-        match crate::store::rerun_failed(&mut plan, &history) {
-            crate::store::Rerun::NothingLeft { of } => {
-                eprintln!(
-                    "runner: --rerun-failed: none of the {of} selected units failed or was left unfinished last time; nothing to run"
-                );
-                crate::report::out::line("0 passed, 0 failed");
-                orchestrator_agent.stop().await;
-                return Ok(exit_code::PASSED);
-            }
-            crate::store::Rerun::Unknown => plan.warnings.push(
-                "--rerun-failed: history knows none of the selected units; running them all".into(),
-            ),
-            crate::store::Rerun::Selected { kept, of } => plan.warnings.push(format!(
-                "--rerun-failed: running {kept} of {of} units (failed or unfinished last time)"
-            )),
         }
     }
     let mut hints = history.hints(cli.failed_first);
@@ -450,6 +459,11 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     {
         eprintln!("runner: cannot write JUnit report {}: {e}", path.display());
     }
+    if let Some(path) = &cli.html
+        && let Err(e) = crate::report::html::write(path, &summary, &run_dir.join("events.jsonl"))
+    {
+        eprintln!("runner: cannot write HTML report {}: {e}", path.display());
+    }
     if crate::report::github::enabled()
         && let Err(e) = crate::report::github::append_step_summary(&summary)
     {
@@ -461,9 +475,20 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     // results: that is the run's failure (exit 3), and the summary says so.
     let root = config.root.clone();
     let store_was_readable = history.warning.is_none();
+    let stress = cli.stress_count.filter(|&n| n > 1);
+    if let Some(count) = stress {
+        for line in stress::report(&summary, count) {
+            eprintln!("{line}");
+        }
+    }
     let saved = {
         let summary = summary.clone();
-        tokio::task::spawn_blocking(move || crate::store::save(&root, &summary)).await
+        tokio::task::spawn_blocking(move || match stress {
+            // Iterations are not units of the project.
+            Some(_) => Ok(()),
+            None => crate::store::save(&root, &summary).map(|_| ()),
+        })
+        .await
     };
     let history_error = match saved {
         Ok(Ok(_)) => None,
@@ -557,7 +582,7 @@ fn log_own_usage() {
 /// unreadable file is a warning: the shards are then balanced by count). Applied before
 /// `--rerun-failed`, which reads what earlier shards just recorded: the assignment
 /// depends on the whole plan and the durations only, then each shard keeps its failures.
-fn apply_partition(cli: &Cli, mut plan: Plan) -> Plan {
+pub(crate) fn apply_partition(cli: &Cli, mut plan: Plan) -> Plan {
     let Some(p) = cli.partition else {
         return plan;
     };

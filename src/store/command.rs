@@ -35,9 +35,14 @@ impl Request {
     }
 }
 
-/// The slowest units by median duration, longest first (ties by id).
+/// The slowest units by the median duration of their passing runs, longest first (ties
+/// by id). Units that never passed are left out: their median is of failures (a timeout,
+/// a crash), which says nothing of how long the unit takes.
 pub fn slowest(stats: &[UnitStats], n: usize) -> Vec<&UnitStats> {
-    let mut v: Vec<&UnitStats> = stats.iter().filter(|s| s.median_ms.is_some()).collect();
+    let mut v: Vec<&UnitStats> = stats
+        .iter()
+        .filter(|s| s.passed > 0 && s.median_ms.is_some())
+        .collect();
     v.sort_by(|a, b| b.median_ms.cmp(&a.median_ms).then(a.unit.cmp(&b.unit)));
     v.truncate(n);
     v
@@ -167,7 +172,7 @@ fn write(root: &Path, req: Request) -> Listed {
     if let Some(rows) = slow {
         out.push(String::new());
         out.push(format!(
-            "slowest {} unit(s), by median duration of passing runs:",
+            "slowest {} unit(s), by median duration of passing runs (units that never passed are left out):",
             rows.len()
         ));
         out.extend(table(&rows));
@@ -219,9 +224,12 @@ mod tests {
             stat("c", 200, 3, 2, 1),
             stat("d", 50, 0, 5, 0),
             stat("e", 3000, 4, 0, 1),
+            stat("never_passed", 9000, 0, 3, 0),
         ];
         let ids = |v: Vec<&UnitStats>| v.iter().map(|s| s.unit.clone()).collect::<Vec<_>>();
         assert_eq!(ids(slowest(&stats, 3)), vec!["b", "e", "c"]);
+        // Ranked by passing runs only: a unit that always times out is not "slow".
+        assert_eq!(ids(slowest(&stats, 10)), vec!["b", "e", "c", "a"]);
         // c: 1 flaky + 2 failures while also passing; d always fails: not flaky.
         assert_eq!(ids(flakiest(&stats, 10)), vec!["c", "e"]);
         let r = |slowest, flaky| Request {

@@ -207,7 +207,28 @@ fn run_list(
     builds: bool,
 ) -> Result<TestListSummary, DiscoveryError> {
     let forward = builds && std::io::stderr().is_terminal();
+    // Without a terminal cargo's progress is not shown: one line when the build starts
+    // and one when it ends, so a CI log never sits silent for minutes.
+    let announce = builds && !forward;
+    let started = std::time::Instant::now();
+    if announce {
+        eprintln!(
+            "runner: building the Rust tests of category {categories} (cargo nextest list in {})",
+            cwd.display()
+        );
+    }
     let out = run_cargo(args, cwd, forward).map_err(|e| cargo_spawn_error(&e))?;
+    if announce {
+        let verb = if out.status.success() {
+            "built and listed"
+        } else {
+            "build failed"
+        };
+        eprintln!(
+            "runner: {verb} the Rust tests of category {categories} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     let command = format!(
         "cargo {}",
         args.iter()
