@@ -95,3 +95,44 @@ fn simple_progress_mode_names_the_failure() {
     );
     check_run(&project, &out);
 }
+
+/// A unit's log file name was built from its layer, category and path: past 255 bytes
+/// the unit could not start ("File name too long"), with a deep test path or a long
+/// category name alike. Any length runs now; the full id stays in the events.
+#[test]
+fn deep_paths_and_long_names_run() {
+    let project = Project::new();
+    let deep = (0..6)
+        .map(|i| format!("{i}{}", "d".repeat(60)))
+        .collect::<Vec<_>>()
+        .join("/");
+    let test_file = format!("tests/{deep}/test_{}.sh", "n".repeat(100));
+    project.file(&test_file, "echo deep output\n");
+    let category = "c".repeat(124);
+    project.layers(&format!(
+        r#"
+version: 1
+categories:
+  {category}:
+    command: "sh {{file}}"
+    files: "tests/**/test_*.sh"
+layers:
+  - name: main
+    categories: [{category}]
+"#
+    ));
+    let out = project.runner().args(["--use-layers", "main"]).run();
+    out.assert_code(0).assert_counts_line(1, 0, 0);
+    let events = project.events();
+    let finished: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "test_finished")
+        .collect();
+    assert_eq!(finished.len(), 1);
+    let unit = finished[0]["unit"].as_str().unwrap();
+    assert!(unit.contains(&test_file), "{unit}");
+    let log = finished[0]["log"].as_str().unwrap();
+    let name = std::path::Path::new(log).file_name().unwrap();
+    assert!(name.len() < 255, "{log}");
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "deep output\n");
+}

@@ -688,9 +688,16 @@ fn retry_backoff(base: std::time::Duration, attempt: u32) -> std::time::Duration
         .min(MAX_RETRY_BACKOFF)
 }
 
-/// A unit id as a file name (logs, JUnit files).
+/// Longest file-name stem made from a unit id: with `.<attempt>.log` or `.xml` after it
+/// the name stays far below the 255-byte limit of common file systems.
+const MAX_FILE_STEM: usize = 120;
+
+/// A unit id as a file name (logs, JUnit files): unsafe characters become `_`, and an id
+/// too long for a file name keeps its beginning plus a hash of the whole id (the full id
+/// stays in the events and reports).
 fn file_safe(id: &str) -> String {
-    id.chars()
+    let safe: String = id
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
                 c
@@ -698,7 +705,15 @@ fn file_safe(id: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if safe.len() <= MAX_FILE_STEM {
+        return safe;
+    }
+    // FNV-1a: stable across builds and platforms, so a name is the same in every run.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{}-{hash:016x}", &safe[..MAX_FILE_STEM - 17])
 }
 
 /// The `test_case` events (or a warning) from the attempt's `{junit}` file, if it has one.
@@ -965,6 +980,16 @@ mod tests {
         assert!(short.is_some() && long.is_some());
         assert_eq!(*got.lock().unwrap(), vec!["long", "short"]);
         assert_eq!(waiting(), 0, "tickets leave when dropped");
+    }
+
+    #[test]
+    fn file_names_of_long_ids_are_short_and_distinct() {
+        assert_eq!(file_safe("l/c/tests/a b.sh"), "l_c_tests_a_b.sh");
+        let long = |last: char| format!("layer/{}/{}{last}", "c".repeat(124), "d/".repeat(200));
+        let (a, b) = (file_safe(&long('x')), file_safe(&long('y')));
+        assert!(a.len() <= MAX_FILE_STEM, "{}", a.len());
+        assert_ne!(a, b, "ids differing only at the end get different names");
+        assert_eq!(a, file_safe(&long('x')), "the same id, the same name");
     }
 
     #[test]

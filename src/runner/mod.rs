@@ -459,7 +459,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     for agent in agents {
         agent.stop().await;
     }
-    crate::exec::reap_adopted_orphans();
+    // Nothing the run started outlives it, hidden daemons included.
+    crate::exec::sweep_adopted(crate::exec::LEAK_GRACE).await;
     log_own_usage();
     late.abort();
     Ok(exit)
