@@ -132,7 +132,73 @@ layers:
     let unit = finished[0]["unit"].as_str().unwrap();
     assert!(unit.contains(&test_file), "{unit}");
     let log = finished[0]["log"].as_str().unwrap();
-    let name = std::path::Path::new(log).file_name().unwrap();
-    assert!(name.len() < 255, "{log}");
-    assert_eq!(std::fs::read_to_string(log).unwrap(), "deep output\n");
+    assert_eq!(read_unit_log(log), "deep output\n");
+}
+
+/// Passing units write no file of their own: their output is in the run's `output.log`,
+/// located by the `log` field of `test_finished` (and the summary); a failing unit's
+/// output gets a file of its own.
+#[test]
+fn passing_output_lives_in_the_run_log_and_failures_get_a_file() {
+    let project = small_project();
+    let out = project.runner().args(["--use-layers", "main"]).run();
+    out.assert_code(1);
+    let summary = project.summary();
+    let good = summary["units"]["main/good/good"]["log"].as_str().unwrap();
+    assert!(good.contains("output.log#"), "{good}");
+    assert_eq!(read_unit_log(good), "fine\n");
+    let bad = summary["units"]["main/bad/bad"]["log"].as_str().unwrap();
+    assert!(!bad.contains('#'), "{bad}");
+    assert_eq!(read_unit_log(bad), "broken\n");
+    let logs = project.run_dir().join("logs");
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .map(|d| d.flatten().count())
+        .into_iter()
+        .collect();
+    assert_eq!(
+        files,
+        vec![1],
+        "one file, the failing unit's, in {}",
+        logs.display()
+    );
+}
+
+/// What a running unit printed is on disk while it runs (so `tail -f` shows a hanging
+/// test) and stays there when the runner is killed with SIGKILL.
+#[test]
+fn output_is_readable_while_running_and_survives_a_killed_runner() {
+    let project = Project::new();
+    project.layers(
+        r#"
+version: 1
+categories:
+  hangs: { command: "echo $$ > unit.pid; echo still-working; exec sleep 3148" }
+layers:
+  - name: main
+    categories: [hangs]
+"#,
+    );
+    let mut runner = project.runner().args(["--use-layers", "main"]).spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let log = loop {
+        let log = project.run_dirs().first().map(|d| d.join("output.log"));
+        if let Some(log) =
+            log.filter(|l| std::fs::read_to_string(l).is_ok_and(|t| t.contains("still-working")))
+        {
+            break log;
+        }
+        if std::time::Instant::now() > deadline || runner.try_wait().is_some() {
+            runner.kill();
+            panic!("the unit's output never reached output.log while it ran");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // SIGKILL: nothing of the runner's shutdown runs.
+    runner.kill();
+    let unit: u32 = project.read("unit.pid").trim().parse().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &unit.to_string()])
+        .status();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("still-working"), "{text}");
 }

@@ -138,6 +138,8 @@ struct LayerRun {
     slots: Arc<Semaphore>,
     nice: Option<i32>,
     order: Arc<StartOrder>,
+    /// The run's shared output log (`None` if it cannot be created: a file per unit).
+    run_log: Option<Arc<exec::RunLog>>,
 }
 
 /// The start order across the categories of a running layer.
@@ -295,6 +297,9 @@ pub async fn run_layer(
         slots: Arc::new(Semaphore::new(slots)),
         nice,
         order: Arc::new(StartOrder::new()),
+        run_log: exec::RunLog::open(&ctx.run_dir.join(RUN_LOG))
+            .inspect_err(|e| tracing::warn!("{e}; unit output goes to a file per unit"))
+            .ok(),
     });
     let deadline = layer.max_duration.map(|d| {
         let run = Arc::clone(&run);
@@ -651,7 +656,7 @@ async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome
             peak_memory_mb,
             message: report.message,
             output_tail: (!outcome.is_pass()).then_some(report.output_tail),
-            log: Some(cmd.log_path.to_string_lossy().into_owned()),
+            log: report.log,
         });
         if !report.leaked.is_empty() {
             ctx.emit(EventKind::TestLeaked {
@@ -687,6 +692,9 @@ fn retry_backoff(base: std::time::Duration, attempt: u32) -> std::time::Duration
         .unwrap_or(MAX_RETRY_BACKOFF)
         .min(MAX_RETRY_BACKOFF)
 }
+
+/// The run's shared output log, in the run directory.
+pub const RUN_LOG: &str = "output.log";
 
 /// Longest file-name stem made from a unit id: with `.<attempt>.log` or `.xml` after it
 /// the name stays far below the 255-byte limit of common file systems.
@@ -776,6 +784,7 @@ fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> Un
         unit_token: format!("{}:{}:{attempt}", ctx.bus.run_id(), unit.id),
         nice: run.nice,
         rlimit_as_mb: cat.rlimit_as_mb,
+        run_log: run.run_log.clone(),
     }
 }
 
@@ -854,6 +863,7 @@ struct Report {
     message: Option<String>,
     output_tail: String,
     leaked: Vec<String>,
+    log: Option<String>,
 }
 
 /// Map an exec result to an outcome and what the event reports.
@@ -866,6 +876,7 @@ fn judge(r: ExecResult, cat: &Category, run: &LayerRun) -> (Outcome, Report) {
             .iter()
             .map(|p| format!("{} {}", p.pid, p.cmdline))
             .collect(),
+        log: r.log.as_ref().map(ToString::to_string),
         ..Report::default()
     };
     let outcome = match r.termination {

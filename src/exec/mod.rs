@@ -56,11 +56,13 @@ mod outcome;
 mod procfs;
 mod reaper;
 mod registry;
+mod runlog;
 mod spec;
 mod stop;
 mod unix;
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -73,6 +75,7 @@ pub use orphans::sweep_adopted;
 pub use outcome::{ExecResult, LeakedProcess, Termination, signal_name};
 pub use procfs::{tree_rss_bytes, unit_processes};
 pub use reaper::{become_subreaper, reap_adopted_orphans, reap_orphans_until};
+pub use runlog::{FLUSH_AFTER, LogLocation, RunLog};
 pub use spec::{ExecLimits, UnitCommand};
 pub use stop::{StopHandle, StopReason};
 pub(crate) use unix::exit_code_unreaped;
@@ -147,7 +150,16 @@ pub async fn run_unit(
     let token = cmd.unit_token.as_str();
     // Orphans started from here on may be this unit's (see `orphans`).
     let since = procfs::boot_ticks_now();
-    let log = capture::LogFile::create(&cmd.log_path, limits.log_max_bytes).await?;
+    let log = match &cmd.run_log {
+        Some(run_log) => capture::LogSink::Run(capture::RunSink::new(
+            Arc::clone(run_log),
+            token.to_string(),
+            limits.log_max_bytes,
+        )),
+        None => capture::LogSink::File(
+            capture::LogFile::create(&cmd.log_path, limits.log_max_bytes).await?,
+        ),
+    };
     let mut command = unix::build_command(cmd)?;
     let (mut child, pid) = reaper::spawn_registered(token, || {
         let child = command.spawn()?;
@@ -251,7 +263,7 @@ pub async fn run_unit(
         orphans::stop(trees, limits.kill_grace.min(LEAK_GRACE)).await;
     }
 
-    let output = match tokio::time::timeout(OUTPUT_DRAIN_BOUND, &mut reader).await {
+    let (output, sink) = match tokio::time::timeout(OUTPUT_DRAIN_BOUND, &mut reader).await {
         Ok(joined) => joined,
         Err(_) => {
             tracing::debug!(
@@ -264,12 +276,15 @@ pub async fn run_unit(
     }
     .map_err(io::Error::other)?;
 
+    let own_file = !termination.is_success() || !leaked.is_empty() || !output.is_complete();
+    let log = log_location(sink, &cmd.log_path, own_file).await;
     Ok(ExecResult {
         termination,
         duration,
         output,
         pid,
         leaked,
+        log,
     })
 }
 
@@ -285,6 +300,45 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Where the unit's output is: its own file, or its segments of the run log. With
+/// `own_file` (failed, leaked or large output) the segments are copied into `path`.
+async fn log_location(
+    sink: capture::LogSink,
+    path: &std::path::Path,
+    own_file: bool,
+) -> Option<LogLocation> {
+    let run = match sink {
+        capture::LogSink::File(_) => return Some(LogLocation::File(path.to_path_buf())),
+        capture::LogSink::Run(run) => run,
+    };
+    if run.segments.is_empty() {
+        return None;
+    }
+    if !own_file {
+        return Some(LogLocation::Segments {
+            path: run.log().path().to_path_buf(),
+            segments: run.segments,
+        });
+    }
+    let (log, segments, target) = (Arc::clone(run.log()), run.segments, path.to_path_buf());
+    let copied = tokio::task::spawn_blocking(move || {
+        let done = log.extract(&segments, &target);
+        (done, segments, log)
+    })
+    .await;
+    match copied {
+        Ok((Ok(()), _, _)) => Some(LogLocation::File(path.to_path_buf())),
+        Ok((Err(e), segments, log)) => {
+            tracing::warn!(error = %e, "cannot write {}; the output stays in the run log", path.display());
+            Some(LogLocation::Segments {
+                path: log.path().to_path_buf(),
+                segments,
+            })
+        }
+        Err(_) => None,
     }
 }
 

@@ -127,6 +127,7 @@ pub fn failure_tail(event: &Event, max_lines: usize, p: Palette) -> Option<Strin
         outcome,
         will_retry: false,
         output_tail: Some(tail),
+        log,
         ..
     } = &event.kind
     else {
@@ -137,13 +138,14 @@ pub fn failure_tail(event: &Event, max_lines: usize, p: Palette) -> Option<Strin
     }
     let lines: Vec<&str> = tail.lines().collect();
     let start = lines.len().saturating_sub(max_lines);
-    Some(
-        lines[start..]
-            .iter()
-            .map(|l| format!("          {} {l}", p.dim("│")))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
+    let mut shown: Vec<String> = lines[start..]
+        .iter()
+        .map(|l| format!("          {} {l}", p.dim("│")))
+        .collect();
+    if let Some(log) = log {
+        shown.push(format!("          {} full output: {log}", p.dim("└")));
+    }
+    Some(shown.join("\n"))
 }
 
 /// Lines for layer, category and run events (simple and rich modes).
