@@ -144,6 +144,13 @@ fn passing_output_lives_in_the_run_log_and_failures_get_a_file() {
     let out = project.runner().args(["--use-layers", "main"]).run();
     out.assert_code(1);
     let summary = project.summary();
+    // The runner's own cost is in the summary.
+    let cost = &summary["runner_cost"];
+    assert!(
+        cost["user_ms"].is_u64() && cost["system_ms"].is_u64(),
+        "{cost}"
+    );
+    assert!(cost["peak_rss_kb"].as_u64().unwrap() > 0, "{cost}");
     let good = summary["units"]["main/good/good"]["log"].as_str().unwrap();
     assert!(good.contains("output.log#"), "{good}");
     assert_eq!(read_unit_log(good), "fine\n");
