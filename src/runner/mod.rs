@@ -414,7 +414,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     for agent in external {
         let _ = agent.await;
     }
-    let summary = bus.snapshot();
+    let mut summary = bus.snapshot();
+    summary.runner_cost = crate::event::RunnerCost::measure();
     if let Err(e) = files::write_atomic(
         &run_dir.join("summary.json"),
         &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
