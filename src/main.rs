@@ -29,8 +29,21 @@ fn main() {
             std::process::exit(exit_code::INFRASTRUCTURE);
         }
     };
+    // The command runs on a worker thread, never on the main thread: as a child subreaper
+    // the runner gets orphans as children of its main thread, which therefore starts no
+    // process of its own (see `exec`'s orphans).
+    let command = runtime.spawn(app::run(cli));
+    let result = match runtime.block_on(command) {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => Err(layered_runner::error::Error::infrastructure(format!(
+                "runner: the command's task failed: {e}"
+            ))),
+        },
+    };
     // The one place a command's error is printed.
-    let code = match runtime.block_on(app::run(cli)) {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{e}");

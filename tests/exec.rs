@@ -456,18 +456,20 @@ async fn a_leaked_background_process_is_reported_and_killed() {
         started.elapsed()
     );
     let leaked = fx.pid_file("leak.pid").await;
-    assert_eq!(r.leaked.len(), 1, "{:?}", r.leaked);
-    assert_eq!(r.leaked[0].pid, leaked);
+    // Other tests of this binary may leave orphans at the same time: ours is listed.
+    let ours: Vec<_> = r.leaked.iter().filter(|p| p.pid == leaked).collect();
+    assert_eq!(ours.len(), 1, "{:?}", r.leaked);
     // "sleep 100", or the forked shell's command line if it had not exec'd yet.
-    assert!(r.leaked[0].cmdline.contains("sleep 100"), "{:?}", r.leaked);
+    assert!(ours[0].cmdline.contains("sleep 100"), "{:?}", r.leaked);
     assert_gone(leaked, "leaked sleep");
 }
 
 #[tokio::test]
-async fn output_reading_is_bounded_when_an_undiscoverable_process_holds_the_pipe() {
+async fn a_hidden_process_holding_the_pipe_is_adopted_reported_and_killed() {
     let fx = Fixture::new();
-    // A process that clears its environment (no token) and leaves the group still holds
-    // stdout: it cannot be found, so reading must stop after a bound, not at EOF.
+    // A process that clears its environment (no token) and leaves the group, holding
+    // stdout: once its parent (the unit's shell) exits, the runner adopts it as a child
+    // subreaper, so it is the unit's leak and is killed (and the output ends).
     let cmd = fx.shell(
         "setsid env -i sh -c 'echo $$ > hidden.pid; exec sleep 100' &
          while [ ! -s hidden.pid ]; do sleep 0.01; done; echo done",
@@ -481,13 +483,10 @@ async fn output_reading_is_bounded_when_an_undiscoverable_process_holds_the_pipe
         "took {:?}",
         started.elapsed()
     );
-    // Clean up what the runner could not see.
     let hidden = fx.pid_file("hidden.pid").await;
-    // SAFETY: plain syscalls on a pid we just read from the unit.
-    unsafe {
-        libc::kill(hidden as i32, libc::SIGKILL);
-        libc::waitpid(hidden as i32, std::ptr::null_mut(), 0);
-    }
+    // Other tests of this binary may leave orphans at the same time: ours is listed.
+    assert!(r.leaked.iter().any(|p| p.pid == hidden), "{:?}", r.leaked);
+    assert_gone(hidden, "hidden process");
 }
 
 #[tokio::test]

@@ -497,8 +497,11 @@ layers:
     let report = read_report(&report_path);
     assert_counts_match(&report, &summary, false);
     assert_eq!((report.tests, report.skipped), (4, 1));
-    let log =
-        std::fs::read_to_string(project.run_dir().join("logs/main_missing_missing.1.log")).unwrap();
+    let log = read_unit_log(
+        summary["units"]["main/missing/missing"]["log"]
+            .as_str()
+            .unwrap(),
+    );
     assert!(
         log.contains("no report here ") && log.contains("/junit/main_missing_missing.1.xml"),
         "the placeholder is replaced by a path in the run directory: {log}"

@@ -262,3 +262,64 @@ fn sigterm_stops_a_long_chain_of_layers_with_every_unit_accounted_for() {
     );
     assert!(c["skipped"].as_u64().unwrap() > 0, "{c}");
 }
+
+/// A daemon that clears its environment, leaves the unit's session and closes its output
+/// (`env -i setsid … </dev/null >/dev/null 2>&1 &` from a subshell that exits) used to
+/// survive the unit, the run and everything after it, with the unit passing silently.
+/// The runner adopts it as a child subreaper: it is the unit's leak, reported and killed.
+#[test]
+fn a_hidden_daemon_is_the_units_leak_and_is_killed() {
+    let project = Project::new();
+    project.layers(
+        r#"
+version: 1
+execution: { max_parallel_tests: 2, kill_grace_seconds: 1 }
+categories:
+  hides:
+    command: "( env -i setsid sh -c 'echo $$ > daemon.pid; exec sleep 3147' </dev/null >/dev/null 2>&1 & ); while [ ! -s daemon.pid ]; do sleep 0.05; done; sleep 1"
+layers:
+  - name: main
+    categories: [hides]
+"#,
+    );
+    let out = project
+        .runner()
+        .args(["--use-layers", "main"])
+        .spawn()
+        .wait_within(QUICK);
+    let daemon: u32 = project.read("daemon.pid").trim().parse().unwrap();
+    let alive = daemon_alive(daemon);
+    if alive {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &daemon.to_string()])
+            .status();
+    }
+    out.assert_code(0).assert_counts_line(1, 0, 0);
+    let (events, _) = check_run(&project, &out);
+    assert!(!alive, "the hidden daemon (pid {daemon}) survived the run");
+    let leaked = unit_events(&events, "test_leaked", "main/hides/hides");
+    assert_eq!(
+        leaked.len(),
+        1,
+        "expected a test_leaked event:\n{}",
+        dump(&events)
+    );
+    let processes = leaked[0]["processes"].as_array().unwrap();
+    assert!(
+        processes
+            .iter()
+            .any(|p| p.as_str().unwrap_or_default().contains("sleep 3147")),
+        "test_leaked should list the daemon: {}",
+        leaked[0]
+    );
+}
+
+/// Whether `pid` is a live `sleep 3147` (and not a reused pid).
+fn daemon_alive(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    String::from_utf8_lossy(&cmdline).contains("3147") && !zombie
+}

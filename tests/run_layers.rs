@@ -102,7 +102,10 @@ fn passing_two_layer_run_with_per_file_units() {
         project.run_dir().join("run.json").is_file(),
         "run.json is written"
     );
-    assert!(project.run_dir().join("logs").is_dir(), "logs/ is created");
+    assert!(
+        project.run_dir().join("output.log").is_file(),
+        "output.log is created (logs/ only holds failing units' output)"
+    );
 
     // What each unit saw: cwd = project root, the RUNNER_* variables, the category env.
     let run_id = events[0]["run_id"].as_str().unwrap();

@@ -138,6 +138,8 @@ struct LayerRun {
     slots: Arc<Semaphore>,
     nice: Option<i32>,
     order: Arc<StartOrder>,
+    /// The run's shared output log (`None` if it cannot be created: a file per unit).
+    run_log: Option<Arc<exec::RunLog>>,
 }
 
 /// The start order across the categories of a running layer.
@@ -295,6 +297,9 @@ pub async fn run_layer(
         slots: Arc::new(Semaphore::new(slots)),
         nice,
         order: Arc::new(StartOrder::new()),
+        run_log: exec::RunLog::open(&ctx.run_dir.join(RUN_LOG))
+            .inspect_err(|e| tracing::warn!("{e}; unit output goes to a file per unit"))
+            .ok(),
     });
     let deadline = layer.max_duration.map(|d| {
         let run = Arc::clone(&run);
@@ -669,7 +674,7 @@ async fn run_unit(run: &LayerRun, unit: &Unit, cat: &Category) -> Option<Outcome
             peak_memory_mb,
             message: report.message,
             output_tail: (!outcome.is_pass()).then_some(report.output_tail),
-            log: Some(cmd.log_path.to_string_lossy().into_owned()),
+            log: report.log,
         });
         if !report.leaked.is_empty() {
             ctx.emit(EventKind::TestLeaked {
@@ -706,9 +711,19 @@ fn retry_backoff(base: std::time::Duration, attempt: u32) -> std::time::Duration
         .min(MAX_RETRY_BACKOFF)
 }
 
-/// A unit id as a file name (logs, JUnit files).
+/// The run's shared output log, in the run directory.
+pub const RUN_LOG: &str = "output.log";
+
+/// Longest file-name stem made from a unit id: with `.<attempt>.log` or `.xml` after it
+/// the name stays far below the 255-byte limit of common file systems.
+const MAX_FILE_STEM: usize = 120;
+
+/// A unit id as a file name (logs, JUnit files): unsafe characters become `_`, and an id
+/// too long for a file name keeps its beginning plus a hash of the whole id (the full id
+/// stays in the events and reports).
 fn file_safe(id: &str) -> String {
-    id.chars()
+    let safe: String = id
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
                 c
@@ -716,7 +731,15 @@ fn file_safe(id: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if safe.len() <= MAX_FILE_STEM {
+        return safe;
+    }
+    // FNV-1a: stable across builds and platforms, so a name is the same in every run.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{}-{hash:016x}", &safe[..MAX_FILE_STEM - 17])
 }
 
 /// The `test_case` events (or a warning) from the attempt's `{junit}` file, if it has one.
@@ -779,6 +802,7 @@ fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> Un
         unit_token: format!("{}:{}:{attempt}", ctx.bus.run_id(), unit.id),
         nice: run.nice,
         rlimit_as_mb: cat.rlimit_as_mb,
+        run_log: run.run_log.clone(),
     }
 }
 
@@ -857,6 +881,7 @@ struct Report {
     message: Option<String>,
     output_tail: String,
     leaked: Vec<String>,
+    log: Option<String>,
 }
 
 /// Map an exec result to an outcome and what the event reports.
@@ -869,6 +894,7 @@ fn judge(r: ExecResult, cat: &Category, run: &LayerRun) -> (Outcome, Report) {
             .iter()
             .map(|p| format!("{} {}", p.pid, p.cmdline))
             .collect(),
+        log: r.log.as_ref().map(ToString::to_string),
         ..Report::default()
     };
     let outcome = match r.termination {
@@ -983,6 +1009,16 @@ mod tests {
         assert!(short.is_some() && long.is_some());
         assert_eq!(*got.lock().unwrap(), vec!["long", "short"]);
         assert_eq!(waiting(), 0, "tickets leave when dropped");
+    }
+
+    #[test]
+    fn file_names_of_long_ids_are_short_and_distinct() {
+        assert_eq!(file_safe("l/c/tests/a b.sh"), "l_c_tests_a_b.sh");
+        let long = |last: char| format!("layer/{}/{}{last}", "c".repeat(124), "d/".repeat(200));
+        let (a, b) = (file_safe(&long('x')), file_safe(&long('y')));
+        assert!(a.len() <= MAX_FILE_STEM, "{}", a.len());
+        assert_ne!(a, b, "ids differing only at the end get different names");
+        assert_eq!(a, file_safe(&long('x')), "the same id, the same name");
     }
 
     #[test]

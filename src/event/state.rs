@@ -49,6 +49,36 @@ pub enum UnitStatus {
     Skipped,
 }
 
+/// The runner process's own cost (`getrusage(RUSAGE_SELF)`: the processes it started
+/// are not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerCost {
+    /// CPU time in user mode, ms.
+    pub user_ms: u64,
+    /// CPU time in the kernel, ms.
+    pub system_ms: u64,
+    /// Peak resident set size, KiB.
+    pub peak_rss_kb: u64,
+}
+
+impl RunnerCost {
+    /// The runner's cost so far (`None` if the OS does not say).
+    pub fn measure() -> Option<Self> {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let u = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+        let ms = |t: nix::sys::time::TimeVal| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1000
+                + u64::try_from(t.tv_usec()).unwrap_or(0) / 1000
+        };
+        Some(RunnerCost {
+            user_ms: ms(u.user_time()),
+            system_ms: ms(u.system_time()),
+            // ru_maxrss is in KiB on Linux.
+            peak_rss_kb: u64::try_from(u.max_rss()).unwrap_or(0),
+        })
+    }
+}
+
 /// The folded state of one unit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UnitState {
@@ -370,6 +400,10 @@ pub struct RunState {
     pub tests: TestCounts,
     /// Agents' health.
     pub agents: BTreeMap<String, AgentState>,
+    /// What the runner itself cost (its own CPU, children excluded, and peak RSS): set in
+    /// `summary.json` when the run ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_cost: Option<RunnerCost>,
     /// Last resource sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<EventKind>,

@@ -2,8 +2,10 @@
 //!
 //! This module owns the memory bound and the log cap. In memory the runner keeps the
 //! first `head_bytes` and a ring of the last `tail_bytes`; everything else is only counted.
-//! The same stream is appended to the unit's log file until `log_max_bytes`, then a single
-//! `[log truncated at N bytes]` line is written and further output is only counted.
+//! The same stream goes to disk until `log_max_bytes`, then a single
+//! `[log truncated at N bytes]` line is written and further output is only counted: to
+//! the run's shared log (`runlog`, written at most `FLUSH_AFTER` after it was printed),
+//! or to a file of the unit's own when the unit has no run log.
 //!
 //! The reader never stops draining the pipes while the child is alive (a child blocked on
 //! a full pipe would look like a hang), so a unit that prints gigabytes costs the runner
@@ -12,8 +14,13 @@
 use std::io;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::runlog::{FLUSH_AFTER, FLUSH_BYTES, RunLog};
 
 /// Size of each read from a pipe (and of the log writer's buffer).
 const CHUNK: usize = 64 * 1024;
@@ -220,7 +227,7 @@ impl LogFile {
     }
 
     /// Flushes buffered output to the file.
-    pub async fn finish(mut self) {
+    pub async fn finish(&mut self) {
         if let Some(mut writer) = self.writer.take()
             && let Err(e) = writer.flush().await
         {
@@ -229,8 +236,114 @@ impl LogFile {
     }
 }
 
+/// Where the capture writes a unit's output on disk.
+pub(crate) enum LogSink {
+    /// A file of the unit's own (capped at `log_max_bytes`).
+    File(LogFile),
+    /// Records in the run's shared log (see `runlog`).
+    Run(RunSink),
+}
+
+impl LogSink {
+    async fn write(&mut self, data: &[u8]) {
+        match self {
+            LogSink::File(f) => f.write(data).await,
+            LogSink::Run(r) => r.push(data),
+        }
+    }
+
+    fn pending(&self) -> usize {
+        match self {
+            LogSink::File(_) => 0,
+            LogSink::Run(r) => r.pending.len(),
+        }
+    }
+
+    fn flush(&mut self) {
+        if let LogSink::Run(r) = self {
+            r.flush();
+        }
+    }
+
+    async fn finish(&mut self) {
+        match self {
+            LogSink::File(f) => f.finish().await,
+            LogSink::Run(r) => r.flush(),
+        }
+    }
+}
+
+/// A unit's output going to the run log: pending bytes, and the segments written.
+pub(crate) struct RunSink {
+    log: Arc<RunLog>,
+    label: String,
+    max: u64,
+    written: u64,
+    truncated: bool,
+    failed: bool,
+    pending: Vec<u8>,
+    /// `(offset, length)` of every record's bytes in the run log.
+    pub(crate) segments: Vec<(u64, u64)>,
+}
+
+impl RunSink {
+    /// Output of the unit `label` to `log`, at most `max` bytes of it.
+    pub(crate) fn new(log: Arc<RunLog>, label: String, max: u64) -> Self {
+        RunSink {
+            log,
+            label,
+            max,
+            written: 0,
+            truncated: false,
+            failed: false,
+            pending: Vec::new(),
+            segments: Vec::new(),
+        }
+    }
+
+    /// The run log.
+    pub(crate) fn log(&self) -> &Arc<RunLog> {
+        &self.log
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.truncated || self.failed || data.is_empty() {
+            return;
+        }
+        let room = usize::try_from(self.max - self.written).unwrap_or(usize::MAX);
+        let part = &data[..room.min(data.len())];
+        self.pending.extend_from_slice(part);
+        self.written += part.len() as u64;
+        if part.len() < data.len() {
+            self.truncated = true;
+            let newline = if self.pending.last().is_none_or(|b| *b == b'\n') {
+                ""
+            } else {
+                "\n"
+            };
+            let marker = format!("{newline}[log truncated at {} bytes]\n", self.max);
+            self.pending.extend_from_slice(marker.as_bytes());
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match self.log.append(&self.label, &self.pending) {
+            Ok(offset) => self.segments.push((offset, self.pending.len() as u64)),
+            Err(e) => {
+                tracing::warn!(error = %e, "run log write failed; further output is not logged");
+                self.failed = true;
+            }
+        }
+        self.pending.clear();
+    }
+}
+
 /// Which pipe a read came from, and what it returned.
 enum Read {
+    Flush,
     Out(io::Result<usize>),
     Err(io::Result<usize>),
     Cancelled,
@@ -243,24 +356,32 @@ pub(crate) async fn pump<O, E>(
     mut out: Option<O>,
     mut err: Option<E>,
     mut capture: Capture,
-    mut log: LogFile,
+    mut log: LogSink,
     cancel: CancellationToken,
-) -> CapturedOutput
+) -> (CapturedOutput, LogSink)
 where
     O: AsyncRead + Unpin,
     E: AsyncRead + Unpin,
 {
     let mut out_buf = vec![0u8; CHUNK];
     let mut err_buf = vec![0u8; CHUNK];
+    // When pending run-log output must be written (see `runlog::FLUSH_AFTER`).
+    let mut flush_at: Option<Instant> = None;
     while out.is_some() || err.is_some() {
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => Read::Cancelled,
+            () = sleep_until_some(flush_at), if flush_at.is_some() => Read::Flush,
             r = async { out.as_mut().expect("guarded").read(&mut out_buf).await }, if out.is_some() => Read::Out(r),
             r = async { err.as_mut().expect("guarded").read(&mut err_buf).await }, if err.is_some() => Read::Err(r),
         };
         let chunk = match read {
             Read::Cancelled => break,
+            Read::Flush => {
+                log.flush();
+                flush_at = None;
+                continue;
+            }
             // A read error on a pipe (EIO and the like) ends that stream like EOF does.
             Read::Out(Ok(0) | Err(_)) => {
                 out = None;
@@ -275,9 +396,23 @@ where
         };
         capture.push(chunk);
         log.write(chunk).await;
+        if log.pending() >= FLUSH_BYTES {
+            log.flush();
+            flush_at = None;
+        } else if log.pending() > 0 && flush_at.is_none() {
+            flush_at = Some(Instant::now() + FLUSH_AFTER);
+        }
     }
     log.finish().await;
-    capture.finish()
+    (capture.finish(), log)
+}
+
+/// Sleeps until `at` (never when `None`; the caller guards that).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
@@ -373,11 +508,11 @@ mod tests {
         let log = LogFile::create(&path, 1 << 20).await.unwrap();
         let out: &[u8] = b"out-out-out";
         let err: &[u8] = b"err";
-        let got = pump(
+        let (got, _) = pump(
             Some(out),
             Some(err),
             Capture::new(100, 100),
-            log,
+            LogSink::File(log),
             CancellationToken::new(),
         )
         .await;
@@ -402,11 +537,11 @@ mod tests {
             Some(reader),
             None::<&[u8]>,
             Capture::new(10, 10),
-            log,
+            LogSink::File(log),
             cancel.clone(),
         ));
         cancel.cancel();
-        let got = task.await.unwrap();
+        let (got, _) = task.await.unwrap();
         assert_eq!(got.total_bytes, 0);
     }
 }

@@ -15,7 +15,9 @@
 //!   ([`tree_rss_bytes`]).
 //! - `groups`: process groups started outside units (discovery builds), tracked so an
 //!   interrupt can stop them ([`track_group`], [`terminate_tracked_groups`]).
-//! - `registry`: the reaper's evidence (leaders, units, processes seen), a leaf.
+//! - `registry`: the running units' leaders and tokens, a leaf.
+//! - `orphans`: the children the runner adopted as a subreaper: listed without a scan,
+//!   ascribed to units, stopped with their descendants ([`sweep_adopted`] at a run's end).
 //! - `reaper`: the runner as a child subreaper ([`become_subreaper`],
 //!   [`reap_adopted_orphans`]) without stealing anyone's exit status.
 //! - `unix`: every OS call: spawning, signals, the SIGTERM → grace → SIGKILL sequence
@@ -26,30 +28,41 @@
 //! 1. The child is spawned in its own process group (its pid is the group id), stdin
 //!    from `/dev/null`, stdout and stderr piped, `RUNNER_UNIT_TOKEN=<token>` in its
 //!    environment. A task drains both pipes into one bounded capture and the log.
-//! 2. The runner waits for the first of: the main process exits, the timeout, a stop.
-//!    The main process is *not reaped* yet, so its group id stays reserved.
-//! 3. On timeout or stop: SIGTERM to the group and to every escapee, the grace period
-//!    (skipped by [`StopHandle::kill_now`]), then SIGKILL until nothing is left.
-//!    On a normal exit: anything of the unit still alive is a leak: it is reported in
-//!    [`ExecResult::leaked`] and killed the same way with a short grace.
-//! 4. The main process is reaped, adopted orphans too, and the output is collected;
-//!    if a pipe is still held open by something we could not kill, reading stops
-//!    after a short bound instead of waiting for end-of-file forever.
+//! 2. The runner waits for the first of: the main process exits (its pidfd becomes
+//!    readable on the runtime), the timeout, a stop. The main process is *not reaped*
+//!    yet, so its group id stays reserved.
+//! 3. On a normal exit (the common path): the leader is reaped at once, and one
+//!    `kill(-pgid, 0)` tells whether anything is left in its group. A member keeps the
+//!    group id allocated, so a live answer cannot come from a reused id. Only then is
+//!    `/proc` scanned: what is left is a leak, reported in [`ExecResult::leaked`] and
+//!    killed with a short grace.
+//!    On timeout or stop: SIGTERM to the group and to every escapee, the grace period
+//!    (skipped by [`StopHandle::kill_now`]), then SIGKILL until nothing is left; then the
+//!    leader is reaped.
+//! 4. Processes that left the group and lost their parent were adopted by the runner (a
+//!    child subreaper): one read of the runner's own list of adopted children says
+//!    whether there are any (`orphans`); those that are the unit's are leaks too, killed
+//!    with their descendants. Then the output is collected; if a pipe is still held
+//!    open by something we could not kill, reading stops after a short bound instead of
+//!    waiting for end-of-file forever.
 //!
 //! Dropping the future returned by [`run_unit`] kills the unit with SIGKILL at once, so
 //! an aborted executor task leaves no process behind.
 
 mod capture;
 mod groups;
+mod orphans;
 mod outcome;
 pub(crate) mod procfs;
 mod reaper;
 mod registry;
+mod runlog;
 mod spec;
 mod stop;
 mod unix;
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -58,9 +71,11 @@ use tokio_util::sync::CancellationToken;
 pub use capture::CapturedOutput;
 pub use groups::{TrackedGroup, terminate_tracked_groups, track_group};
 pub use nix::sys::signal::Signal;
+pub use orphans::sweep_adopted;
 pub use outcome::{ExecResult, LeakedProcess, Termination, signal_name};
 pub use procfs::{tree_rss_bytes, unit_processes};
 pub use reaper::{become_subreaper, reap_adopted_orphans, reap_orphans_until};
+pub use runlog::{FLUSH_AFTER, LogLocation, RunLog};
 pub use spec::{ExecLimits, UnitCommand};
 pub use stop::{StopHandle, StopReason};
 pub(crate) use unix::exit_code_unreaped;
@@ -133,7 +148,18 @@ pub async fn run_unit(
 ) -> io::Result<ExecResult> {
     cmd.validate()?;
     let token = cmd.unit_token.as_str();
-    let log = capture::LogFile::create(&cmd.log_path, limits.log_max_bytes).await?;
+    // Orphans started from here on may be this unit's (see `orphans`).
+    let since = procfs::boot_ticks_now();
+    let log = match &cmd.run_log {
+        Some(run_log) => capture::LogSink::Run(capture::RunSink::new(
+            Arc::clone(run_log),
+            token.to_string(),
+            limits.log_max_bytes,
+        )),
+        None => capture::LogSink::File(
+            capture::LogFile::create(&cmd.log_path, limits.log_max_bytes).await?,
+        ),
+    };
     let mut command = unix::build_command(cmd)?;
     let (mut child, pid) = reaper::spawn_registered(token, || {
         let child = command.spawn()?;
@@ -183,12 +209,17 @@ pub async fn run_unit(
     };
 
     let mut leaked = Vec::new();
-    let (forced, duration) = match ended {
+    let (termination, duration) = match ended {
         Ended::Exited => {
             let duration = started.elapsed();
-            // The leader is an unreaped zombie: the group id is still ours to signal.
-            let left = leftovers(pid, token).await;
-            if !left.is_empty() {
+            // The pidfd said it exited: this reaps at once, on this task.
+            let status = child.wait().await?;
+            reaper::leader_reaped(pid);
+            // The common path ends here: one `kill(-pgid, 0)`. The group id cannot have
+            // been reused while anything is left in the group (a member keeps the number
+            // allocated), so "alive" means the unit left processes in its group.
+            if unix::signal_group_alive(pid) {
+                let left = leftovers(pid, token).await;
                 tracing::debug!(
                     pid,
                     count = left.len(),
@@ -198,41 +229,41 @@ pub async fn run_unit(
                 let grace = limits.kill_grace.min(LEAK_GRACE);
                 unix::terminate(pid, token, grace, stop.kill_now_requested()).await;
             }
-            (None, duration)
+            (Termination::from_status(status), duration)
         }
         Ended::TimedOut => {
             unix::terminate(pid, token, limits.kill_grace, stop.kill_now_requested()).await;
-            (Some(Termination::TimedOut), started.elapsed())
+            reap_forced(&mut child, pid).await;
+            (Termination::TimedOut, started.elapsed())
         }
         Ended::Stopped(reason) => {
             unix::terminate(pid, token, limits.kill_grace, stop.kill_now_requested()).await;
-            (Some(Termination::Stopped(reason)), started.elapsed())
+            reap_forced(&mut child, pid).await;
+            (Termination::Stopped(reason), started.elapsed())
         }
     };
-
-    // No signal goes to the group after this point: the leader may be reaped.
-    let termination = match forced {
-        None => Termination::from_status(child.wait().await?),
-        Some(forced) => {
-            // Normally instant; a leader stuck in uninterruptible sleep must not hang the
-            // run: after a bound it is left to tokio's orphan queue (or our reaper).
-            if tokio::time::timeout(unix::KILL_PERSIST, child.wait())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    pid,
-                    "unit leader did not die after SIGKILL; not waiting for it"
-                );
-            }
-            forced
-        }
-    };
-    reaper::leader_reaped(pid);
     guard.armed = false;
-    let _ = tokio::task::spawn_blocking(reaper::reap_adopted_orphans).await;
 
-    let output = match tokio::time::timeout(OUTPUT_DRAIN_BOUND, &mut reader).await {
+    // Processes that left the group and whose parent died were adopted by the runner
+    // (a child subreaper): one read of its own `children` list, a scan only if one was.
+    let escaped = orphans::adopted_by_unit(token, since);
+    if !escaped.is_empty() {
+        let trees = orphans::OrphanTrees::new(escaped);
+        let found = trees.describe_leaks();
+        tracing::debug!(
+            pid,
+            count = found.len(),
+            "unit left adopted processes; killing them"
+        );
+        for p in found {
+            if !leaked.iter().any(|l: &LeakedProcess| l.pid == p.pid) {
+                leaked.push(p);
+            }
+        }
+        orphans::stop(trees, limits.kill_grace.min(LEAK_GRACE)).await;
+    }
+
+    let (output, sink) = match tokio::time::timeout(OUTPUT_DRAIN_BOUND, &mut reader).await {
         Ok(joined) => joined,
         Err(_) => {
             tracing::debug!(
@@ -245,12 +276,15 @@ pub async fn run_unit(
     }
     .map_err(io::Error::other)?;
 
+    let own_file = !termination.is_success() || !leaked.is_empty() || !output.is_complete();
+    let log = log_location(sink, &cmd.log_path, own_file).await;
     Ok(ExecResult {
         termination,
         duration,
         output,
         pid,
         leaked,
+        log,
     })
 }
 
@@ -267,6 +301,60 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// Where the unit's output is: its own file, or its segments of the run log. With
+/// `own_file` (failed, leaked or large output) the segments are copied into `path`.
+async fn log_location(
+    sink: capture::LogSink,
+    path: &std::path::Path,
+    own_file: bool,
+) -> Option<LogLocation> {
+    let run = match sink {
+        capture::LogSink::File(_) => return Some(LogLocation::File(path.to_path_buf())),
+        capture::LogSink::Run(run) => run,
+    };
+    if run.segments.is_empty() {
+        return None;
+    }
+    if !own_file {
+        return Some(LogLocation::Segments {
+            path: run.log().path().to_path_buf(),
+            segments: run.segments,
+        });
+    }
+    let (log, segments, target) = (Arc::clone(run.log()), run.segments, path.to_path_buf());
+    let copied = tokio::task::spawn_blocking(move || {
+        let done = log.extract(&segments, &target);
+        (done, segments, log)
+    })
+    .await;
+    match copied {
+        Ok((Ok(()), _, _)) => Some(LogLocation::File(path.to_path_buf())),
+        Ok((Err(e), segments, log)) => {
+            tracing::warn!(error = %e, "cannot write {}; the output stays in the run log", path.display());
+            Some(LogLocation::Segments {
+                path: log.path().to_path_buf(),
+                segments,
+            })
+        }
+        Err(_) => None,
+    }
+}
+
+/// Reaps a leader that was killed. Normally instant; a leader stuck in uninterruptible
+/// sleep must not hang the run: after a bound it is left to tokio's orphan queue.
+async fn reap_forced(child: &mut tokio::process::Child, pid: u32) {
+    if tokio::time::timeout(unix::KILL_PERSIST, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            pid,
+            "unit leader did not die after SIGKILL; not waiting for it"
+        );
+    }
+    reaper::leader_reaped(pid);
 }
 
 /// Live processes of the unit, with their command lines (read before they are killed).

@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::capture::CapturedOutput;
+use super::runlog::LogLocation;
 use super::stop::StopReason;
 
 /// How a unit ended.
@@ -98,6 +99,8 @@ pub struct ExecResult {
     pub pid: u32,
     /// Processes left behind by a unit whose main process exited (then killed).
     pub leaked: Vec<LeakedProcess>,
+    /// Where the output can be read (`None`: the unit printed nothing).
+    pub log: Option<LogLocation>,
 }
 
 #[cfg(test)]

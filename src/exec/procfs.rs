@@ -95,67 +95,38 @@ pub(crate) fn snapshot() -> Vec<ProcInfo> {
     .collect()
 }
 
-/// The processes a unit scan looks at.
+/// The processes a unit scan looks at: every process in `/proc` (its `stat` only).
 ///
-/// While the runner is a child subreaper, every process a unit starts stays in the
-/// runner's subtree (an orphan is reparented to its nearest subreaper ancestor), so the
-/// runner's descendants are all a scan needs: a few reads instead of one per process on
-/// the machine, which matters because a scan follows every unit (on a busy machine the
-/// full scans were most of the runner's CPU). Without the subreaper, or without the
-/// `children` files (`CONFIG_PROC_CHILDREN`), every process in `/proc`.
+/// Scans are the slow path (something was left in a unit's group, an orphan was adopted,
+/// a unit is stopped, a memory sample): the common path of a unit reads nothing here.
+/// A scan never opens a live process's per-thread `children` files: reading them makes
+/// the kernel walk those entries again when the process is reaped, which cost more than
+/// the scan itself.
 pub(crate) fn scan() -> Vec<ProcInfo> {
-    if super::registry::is_subreaper()
-        && let Some(tree) = descendants(std::process::id())
-    {
-        return tree;
-    }
     snapshot()
 }
 
-/// Every descendant of `root` (not `root` itself), zombies included, found through the
-/// `/proc/PID/task/TID/children` files. `None` when `root` has no readable `children` file.
-pub(crate) fn descendants(root: u32) -> Option<Vec<ProcInfo>> {
-    let mut stack = children_of(root)?;
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    while let Some(pid) = stack.pop() {
-        if !seen.insert(pid) {
-            continue;
-        }
-        // Gone since its parent's list was read: nothing to find under it either.
-        let Some(info) = read_stat(pid) else { continue };
-        // A zombie's children were reparented when it exited. Not opening its `task`
-        // directory also matters for speed: reaping a process whose /proc entries are
-        // open elsewhere makes the kernel wait for them (`shrink_dcache_parent`).
-        if info.is_live() {
-            stack.extend(children_of(pid).unwrap_or_default());
-        }
-        out.push(info);
+/// Clock ticks since boot now (the unit of [`ProcInfo::start_time`]): processes started
+/// at or after this instant have a `start_time` not below it.
+pub(crate) fn boot_ticks_now() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a local timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return 0;
     }
-    Some(out)
+    let ticks = clock_ticks_per_second();
+    (ts.tv_sec as u64) * ticks + (ts.tv_nsec as u64) * ticks / 1_000_000_000
 }
 
-/// The children of every thread of `pid`; `None` when no `children` file could be read.
-fn children_of(pid: u32) -> Option<Vec<u32>> {
-    // The directory is closed before the files are read: open /proc entries slow down
-    // the reaping of their process (see `descendants`).
-    let tasks: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .flatten()
-        .map(|t| t.path().join("children"))
-        .collect();
-    let mut found = None;
-    for children in tasks {
-        // A thread that exits meanwhile has handed its children to another thread.
-        let Ok(list) = std::fs::read_to_string(children) else {
-            continue;
-        };
-        found.get_or_insert_with(Vec::new).extend(
-            list.split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
-        );
-    }
-    found
+/// `sysconf(_SC_CLK_TCK)` (cached).
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        // SAFETY: sysconf only reads a configuration value.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        u64::try_from(t).ok().filter(|t| *t > 0).unwrap_or(100)
+    })
 }
 
 /// True when the NUL-separated environment block contains exactly the entry `needle`.
@@ -218,18 +189,14 @@ fn may_inspect(pid: u32, euid: u32) -> bool {
 ///
 /// Sorted by pid; zombies, the runner itself and init are never included. One scan of
 /// `/proc` (environments are read only for processes not already matched); empty on
-/// systems without `/proc`. While the unit is registered with the reaper (that is,
-/// while [`run_unit`](super::run_unit) runs it), the processes found are remembered so
-/// they can be reaped if they end up as the runner's zombies.
+/// systems without `/proc`.
 pub fn unit_processes(pgid: u32, token: &str) -> Vec<u32> {
     unit_members(pgid, token).iter().map(|p| p.pid).collect()
 }
 
 /// [`unit_processes`] with full process identities.
 pub(crate) fn unit_members(pgid: u32, token: &str) -> Vec<ProcInfo> {
-    let found = find_unit(pgid, token);
-    super::registry::note_members(pgid, found.iter().map(|p| (p.pid, p.start_time)));
-    found
+    find_unit(pgid, token)
 }
 
 /// The live processes of a unit, from one scan of `/proc` (see the module docs for the rule).
@@ -356,37 +323,15 @@ mod tests {
     }
 
     #[test]
-    fn descendants_include_grandchildren() {
-        use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new("/bin/sh")
-            .args(["-c", "sleep 30 & wait"])
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let found = loop {
-            let tree = descendants(std::process::id()).expect("children files readable");
-            if tree.iter().any(|p| p.ppid == pid) {
-                break tree;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no grandchild: {tree:?}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    fn boot_ticks_bracket_a_new_process() {
+        let before = boot_ticks_now();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let info = read_stat(child.id());
         let _ = child.wait();
-        let me = found
-            .iter()
-            .find(|p| p.pid == pid)
-            .expect("the child itself");
-        assert_eq!(me.ppid, std::process::id());
-        assert!(found.iter().all(|p| p.pid != std::process::id()));
+        if let Some(info) = info {
+            assert!(info.start_time >= before, "{} < {before}", info.start_time);
+            assert!(info.start_time <= boot_ticks_now());
+        }
     }
 
     #[test]

@@ -5,6 +5,9 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::runlog::RunLog;
 use std::time::Duration;
 
 /// What to run for one unit.
@@ -20,9 +23,13 @@ pub struct UnitCommand {
     pub cwd: PathBuf,
     /// Variables added to (or overriding) the runner's environment.
     pub env: Vec<(String, String)>,
-    /// The unit's log: combined stdout and stderr, capped at
-    /// [`ExecLimits::log_max_bytes`]. Parent directories are created.
+    /// The unit's own log file: combined stdout and stderr, capped at
+    /// [`ExecLimits::log_max_bytes`]. Parent directories are created. With a `run_log`,
+    /// it is only written at the unit's end when the output needs a file of its own
+    /// (the unit failed, leaked, or printed more than the capture keeps).
     pub log_path: PathBuf,
+    /// The run's shared output log (see [`RunLog`]); `None`: always `log_path`.
+    pub run_log: Option<Arc<RunLog>>,
     /// A marker unique to this unit (and attempt). The child gets
     /// `RUNNER_UNIT_TOKEN=<token>`; descendants inherit it, which is how processes that
     /// left the unit's process group are still found. Must not be empty.

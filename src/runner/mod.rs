@@ -447,7 +447,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     for agent in external {
         let _ = agent.await;
     }
-    let summary = bus.snapshot();
+    let mut summary = bus.snapshot();
+    summary.runner_cost = crate::event::RunnerCost::measure();
     if let Err(e) = files::write_atomic(
         &run_dir.join("summary.json"),
         &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
@@ -521,7 +522,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     for agent in agents {
         agent.stop().await;
     }
-    crate::exec::reap_adopted_orphans();
+    // Nothing the run started outlives it, hidden daemons included.
+    crate::exec::sweep_adopted(crate::exec::LEAK_GRACE).await;
     log_own_usage();
     late.abort();
     Ok(exit)

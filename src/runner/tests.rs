@@ -90,6 +90,7 @@ impl Launcher for Scripted {
                 output: CapturedOutput::default(),
                 pid: std::process::id(),
                 leaked: Vec::new(),
+                log: None,
             })
         })
     }

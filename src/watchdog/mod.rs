@@ -147,17 +147,15 @@ fn watch(orders: &Orders) -> i32 {
         // SAFETY: one valid pollfd, its length given.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, WATCH_INTERVAL_MS) };
         if ready == 0 {
-            if let Some(tree) = crate::exec::procfs::descendants(orders.runner_pid) {
-                let now: HashMap<u32, u64> = tree
-                    .into_iter()
-                    .filter(|p| p.pid != me && p.is_live())
-                    .map(|p| (p.pid, p.start_time))
-                    .collect();
-                for pid in now.keys().filter(|p| !seen.contains_key(p)) {
-                    eprintln!("runner watchdog: watching pid {pid}");
-                }
-                seen = now;
+            let now: HashMap<u32, u64> = descendants_of(orders.runner_pid)
+                .into_iter()
+                .filter(|p| p.pid != me && p.is_live())
+                .map(|p| (p.pid, p.start_time))
+                .collect();
+            for pid in now.keys().filter(|p| !seen.contains_key(p)) {
+                eprintln!("runner watchdog: watching pid {pid}");
             }
+            seen = now;
             continue;
         }
         if ready < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
@@ -196,4 +194,19 @@ fn watch(orders: &Orders) -> i32 {
         Err(e) => eprintln!("runner watchdog: cannot record the run: {e}"),
     }
     0
+}
+
+/// The processes descended from `root`, from one `/proc/*/stat` snapshot (parent links
+/// only: a live process's per-thread `children` files are never read).
+fn descendants_of(root: u32) -> Vec<crate::exec::procfs::ProcInfo> {
+    let all = crate::exec::procfs::snapshot();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent) {
+            frontier.push(p.pid);
+            found.push(p.clone());
+        }
+    }
+    found
 }

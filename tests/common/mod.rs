@@ -860,3 +860,18 @@ pub fn skip_without(tool: &str, install: &str) {
     }
     eprintln!("{message}");
 }
+
+/// A unit's output from its `log` location: `PATH`, or `PATH#OFFSET+LEN,…` (the run log).
+pub fn read_unit_log(location: &str) -> String {
+    let Some((path, segments)) = location.split_once('#') else {
+        return std::fs::read_to_string(location).unwrap();
+    };
+    let bytes = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    for segment in segments.split(',') {
+        let (offset, len) = segment.split_once('+').unwrap();
+        let (offset, len): (usize, usize) = (offset.parse().unwrap(), len.parse().unwrap());
+        out.extend_from_slice(&bytes[offset..offset + len]);
+    }
+    String::from_utf8(out).unwrap()
+}
