@@ -4,9 +4,11 @@
 //! - runs (layers, legacy categories): [`crate::runner::run`], whose dispatcher owns them,
 //!   with background layers handed to a detached worker ([`crate::background`]);
 //! - [`status`]: `--show-layers`, `--orchestration-status`;
+//! - [`schema`]: `runner schema`;
 //! - background runs, `runner history`, `merge-junit`, `runner watch`, completions:
 //!   their own modules.
 
+pub mod schema;
 pub mod status;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ pub async fn run(mut cli: Cli) -> Result<i32, Error> {
     let mode = cli.mode();
     Ok(match &mode {
         Mode::Completions(shell) => completions(*shell),
+        Mode::Schema => schema::print(),
         Mode::MergeJunit { out, inputs } => crate::report::junit::merge_command(out, inputs),
         Mode::ShowLayers => status::show_layers(&load(&cli)?, &cli),
         Mode::PrintConfig => print_config(&load(&cli)?),
