@@ -1,8 +1,9 @@
 //! `runner schema`: the printed JSON Schema is a valid draft 2020-12 schema, every
 //! configuration in the repository that loads (`layers.yaml`, the fixture projects, the
-//! old harness's files) validates against it, and every *structural* invalid fixture
-//! fails it. The checks use a real validator, Python's `jsonschema`
-//! (`Draft202012Validator`); without it the test is skipped (and fails under `CI=true`).
+//! old harness's files) and every example of README.md and docs/configuration.md
+//! validates against it, and every *structural* invalid fixture fails it. The checks use
+//! a real validator, Python's `jsonschema` (`Draft202012Validator`); without it the test
+//! is skipped (and fails under `CI=true`).
 //!
 //! Each file of `tests/fixtures/invalid/` is classified in [`INVALID`]: structural (a
 //! key, a type or a value name the schema knows is wrong), semantic (references,
@@ -134,9 +135,12 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The output of `runner schema`, run where there is no configuration (it needs none).
 fn schema() -> Value {
+    let empty = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_runner"))
         .arg("schema")
+        .current_dir(empty.path())
         .output()
         .expect("runs runner schema");
     assert!(out.status.success(), "runner schema: {out:?}");
@@ -163,6 +167,40 @@ fn valid_configs() -> Vec<PathBuf> {
     let mut out = vec![root().join("layers.yaml")];
     walk(&root().join("tests/fixtures"), &mut out);
     out.sort();
+    out
+}
+
+/// The `yaml` examples of README.md and docs/configuration.md, except environment
+/// overlays (a block introduced by a line naming `config/environments/`).
+fn doc_examples() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for file in ["README.md", "docs/configuration.md"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            if lines[i].trim() != "```yaml" {
+                i += 1;
+                continue;
+            }
+            let intro = lines[..i].iter().rev().find(|l| !l.trim().is_empty());
+            let overlay = intro.is_some_and(|l| l.contains("config/environments/"));
+            let end = i
+                + 1
+                + lines[i + 1..]
+                    .iter()
+                    .position(|l| l.trim() == "```")
+                    .expect("closed block");
+            if !overlay {
+                let block = lines[i + 1..end].join("\n");
+                let doc = serde_saphyr::from_str::<Value>(&block)
+                    .unwrap_or_else(|e| panic!("{file}:{}: not YAML: {e}", i + 1));
+                out.push((format!("{file}:{}", i + 1), doc));
+            }
+            i = end + 1;
+        }
+    }
+    assert!(out.len() >= 5, "found the examples: {out:?}");
     out
 }
 
@@ -304,6 +342,10 @@ fn configs_validate_and_structural_mistakes_do_not() {
                 expect_valid.push(*class == Semantic);
             }
         }
+    }
+    for (name, doc) in doc_examples() {
+        instances.push((name, doc));
+        expect_valid.push(true);
     }
     for (name, text, valid) in INLINE {
         let doc = serde_saphyr::from_str::<Value>(text).expect(name);
