@@ -66,7 +66,16 @@ pub fn config_schema() -> Value {
 
     defs.insert(LAYER_OVERRIDE.into(), patch_of(layer, "layer"));
     defs.insert(CATEGORY_OVERRIDE.into(), patch_of(category, "category"));
-    schema
+
+    // `$schema`, title and description first, for a reader of the file.
+    let mut ordered = serde_json::Map::new();
+    for key in ["$schema", "title", "description"] {
+        if let Some(v) = root.remove(key) {
+            ordered.insert(key.into(), v);
+        }
+    }
+    ordered.append(root);
+    Value::Object(ordered)
 }
 
 /// A patch of `def` for `environment_overrides`: the same keys, none required, no
