@@ -170,8 +170,9 @@ fn valid_configs() -> Vec<PathBuf> {
     out
 }
 
-/// The `yaml` examples of README.md and docs/configuration.md, except environment
-/// overlays (a block introduced by a line naming `config/environments/`).
+/// The `yaml` examples of README.md and docs/configuration.md that are layers files:
+/// not environment overlays (a block introduced by a line naming
+/// `config/environments/`) nor other YAML (a CI job's steps, which are not a mapping).
 fn doc_examples() -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for file in ["README.md", "docs/configuration.md"] {
@@ -195,7 +196,9 @@ fn doc_examples() -> Vec<(String, Value)> {
                 let block = lines[i + 1..end].join("\n");
                 let doc = serde_saphyr::from_str::<Value>(&block)
                     .unwrap_or_else(|e| panic!("{file}:{}: not YAML: {e}", i + 1));
-                out.push((format!("{file}:{}", i + 1), doc));
+                if doc.is_object() {
+                    out.push((format!("{file}:{}", i + 1), doc));
+                }
             }
             i = end + 1;
         }
