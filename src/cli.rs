@@ -309,6 +309,8 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Print the JSON Schema (draft 2020-12) of the layers file, for editors and validators.
+    Schema,
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -402,6 +404,8 @@ pub enum LayerSelection {
 pub enum Mode {
     /// Print completions.
     Completions(clap_complete::Shell),
+    /// `runner schema`.
+    Schema,
     /// `merge-junit OUT IN...`.
     MergeJunit {
         /// Output file.
@@ -461,6 +465,7 @@ impl Mode {
     pub fn name(&self) -> &'static str {
         match self {
             Mode::Completions(_) => "completions",
+            Mode::Schema => "schema",
             Mode::MergeJunit { .. } => "merge_junit",
             Mode::ShowLayers => "show_layers",
             Mode::PrintConfig => "print_config",
@@ -492,6 +497,9 @@ impl Cli {
     pub fn mode(&self) -> Mode {
         if let Some(Command::Completions { shell }) = &self.command {
             return Mode::Completions(*shell);
+        }
+        if let Some(Command::Schema) = &self.command {
+            return Mode::Schema;
         }
         if let Some(Command::MergeJunit { out, inputs }) = &self.command {
             return Mode::MergeJunit {

@@ -6,11 +6,13 @@
 //! - [`status`]: `--show-layers`, `--orchestration-status`;
 //! - [`list`]: `--list`, the units a run would execute;
 //! - [`init`]: `runner init`, a first `layers.yaml` from what the project holds;
+//! - [`schema`]: `runner schema`;
 //! - background runs, `runner history`, `merge-junit`, `runner watch`, completions:
 //!   their own modules.
 
 pub mod init;
 pub mod list;
+pub mod schema;
 pub mod status;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ pub async fn run(mut cli: Cli) -> Result<i32, Error> {
     let mode = cli.mode();
     Ok(match &mode {
         Mode::Completions(shell) => completions(*shell),
+        Mode::Schema => schema::print(),
         Mode::MergeJunit { out, inputs } => crate::report::junit::merge_command(out, inputs),
         Mode::ShowLayers => status::show_layers(&load(&cli)?, &cli),
         Mode::PrintConfig => print_config(&load(&cli)?),

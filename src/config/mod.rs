@@ -29,6 +29,7 @@ pub mod model;
 mod native;
 mod node;
 mod raw;
+mod schema;
 mod validate;
 
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use env::{DEFAULT_ENVIRONMENT, canonical_environment, environments_dir, envi
 pub use error::{ConfigError, Diagnostic, suggest};
 pub use model::*;
 pub use native::native_yaml;
+pub use schema::config_schema;
 
 use node::{Node, Sources, Value};
 

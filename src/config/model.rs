@@ -84,7 +84,9 @@ impl Mapping {
 
 /// How layers follow one another (`execution.layer_execution_mode`; the old
 /// `execution_config.layer_execution_mode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LayerExecutionMode {
     /// Every layer in its own stage, one after another; background layers too, in
@@ -102,7 +104,9 @@ pub enum LayerExecutionMode {
 }
 
 /// Which waiting unit the resource manager admits first (`resource_conflict_resolution`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictResolution {
     /// Start order by priority (failed first, longest first), first come first served
@@ -414,7 +418,9 @@ pub struct LlmRequirements {
 }
 
 /// How the units of a layer talk to LLMs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LlmMode {
     /// The real LLM.
@@ -437,7 +443,9 @@ impl LlmMode {
 }
 
 /// How the categories of a layer run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LayerMode {
     /// One unit at a time, categories in order.
@@ -450,7 +458,9 @@ pub enum LayerMode {
 }
 
 /// What a failure stops.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FailFast {
     /// Stop the whole run at the first failed unit: cancel running units, skip the rest.

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
@@ -17,13 +18,15 @@ use super::model::{ConflictResolution, FailFast, LayerExecutionMode, LayerMode, 
 pub(crate) type Names = Vec<Located<String>>;
 
 /// The whole file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Config", extend("patternProperties" = {"^x-": true}))]
 pub(crate) struct RawConfig {
     pub version: Option<Located<Number>>,
     pub execution: Option<RawExecution>,
     pub services: Option<Entries<Located<RawService>>>,
     pub categories: Option<Entries<Located<RawCategory>>>,
+    #[schemars(default, schema_with = "super::schema::layers")]
     pub layers: Option<Located<Vec<Located<RawLayer>>>>,
     // The format of the harness `runner` replaces (see `super::harness`).
     pub metadata: Option<RawMetadata>,
@@ -32,8 +35,9 @@ pub(crate) struct RawConfig {
 }
 
 /// `metadata:` (old format): kept as data.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Metadata")]
 pub(crate) struct RawMetadata {
     pub version: Option<EnvValue>,
     pub description: Option<EnvValue>,
@@ -42,8 +46,9 @@ pub(crate) struct RawMetadata {
 }
 
 /// `execution_config:` (old format): mapped onto `execution:`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ExecutionConfig")]
 pub(crate) struct RawExecutionConfig {
     pub layer_execution_mode: Option<Located<LayerExecutionMode>>,
     pub global_timeout_minutes: Option<Located<f64>>,
@@ -59,8 +64,9 @@ pub(crate) struct RawExecutionConfig {
 }
 
 /// `execution_config.background_execution:` (old format).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "BackgroundExecution")]
 pub(crate) struct RawBackgroundExecution {
     pub enabled: Option<bool>,
     pub max_background_layers: Option<Located<Number>>,
@@ -69,8 +75,9 @@ pub(crate) struct RawBackgroundExecution {
 
 /// `service_dependencies.NAME:` (old format): a service probed at
 /// `health_check_endpoint` (`host:port` TCP, `host:port/path` HTTP).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ServiceDependency")]
 pub(crate) struct RawServiceDependency {
     pub startup_timeout_seconds: Option<Located<f64>>,
     pub health_check_endpoint: Option<Located<String>>,
@@ -82,8 +89,9 @@ pub(crate) struct RawServiceDependency {
 }
 
 /// `execution:`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Execution")]
 pub(crate) struct RawExecution {
     pub max_parallel_tests: Option<Located<Number>>,
     pub default_command: Option<Located<String>>,
@@ -108,8 +116,9 @@ pub(crate) struct RawExecution {
 }
 
 /// `services.NAME:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Service")]
 pub(crate) struct RawService {
     pub start: Option<Located<String>>,
     pub ready: Option<Located<RawReady>>,
@@ -120,8 +129,9 @@ pub(crate) struct RawService {
 }
 
 /// `ready:`: exactly one probe.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "ReadyProbe")]
 pub(crate) enum RawReady {
     Tcp(Located<String>),
     Http(Located<String>),
@@ -129,8 +139,9 @@ pub(crate) enum RawReady {
 }
 
 /// `categories.NAME:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Category")]
 pub(crate) struct RawCategory {
     pub description: Option<String>,
     pub command: Option<Located<String>>,
@@ -169,6 +180,8 @@ pub(crate) struct RawCategory {
     pub required_services: Option<Names>,
     /// Checked and applied on the tree before deserialization (see [`super::env`]).
     #[allow(dead_code)]
+    #[schemars(default, schema_with = "super::schema::category_overrides")]
+    #[schemars(description = "Per environment (`--env`), fields of this category to replace.")]
     pub environment_overrides: Option<IgnoredAny>,
     // Old names and flags, mapped in validation (`validate/harness.rs`).
     pub priority: Option<Located<RawPriority>>,
@@ -206,16 +219,18 @@ impl RawCategory {
 }
 
 /// `filters:` of a category.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Filters")]
 pub(crate) struct RawFilters {
     pub include_patterns: Option<OneOrMany<String>>,
     pub exclude_patterns: Option<OneOrMany<String>>,
 }
 
 /// `resource_requirements:` of a category (old format).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ResourceRequirements")]
 pub(crate) struct RawResourceRequirements {
     pub requires_postgresql: Option<bool>,
     pub requires_redis: Option<bool>,
@@ -232,7 +247,8 @@ pub(crate) struct RawResourceRequirements {
 }
 
 /// Priority names of legacy categories, most important first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[schemars(rename = "Priority", extend("enum" = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "OPTIONAL", "critical", "high", "medium", "low", "optional"]))]
 pub(crate) enum RawPriority {
     #[serde(rename = "CRITICAL", alias = "critical")]
     Critical,
@@ -290,8 +306,9 @@ impl<'de> Deserialize<'de> for RawLayerCategory {
 }
 
 /// `llm_requirements:` of a layer.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "LlmRequirements")]
 pub(crate) struct RawLlm {
     pub mode: Option<LlmMode>,
     pub timeout_seconds: Option<Located<f64>>,
@@ -299,8 +316,9 @@ pub(crate) struct RawLlm {
 }
 
 /// `nextest:` in a category.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Nextest")]
 pub(crate) struct RawNextest {
     pub filter: Located<String>,
     pub features: Option<Vec<String>>,
@@ -311,16 +329,18 @@ pub(crate) struct RawNextest {
 }
 
 /// `nextest.leak:`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "Leak")]
 pub(crate) enum RawLeak {
     Fail,
     Warn,
 }
 
 /// One item of `layers:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Layer")]
 pub(crate) struct RawLayer {
     pub name: Located<String>,
     pub description: Option<String>,
@@ -338,8 +358,13 @@ pub(crate) struct RawLayer {
     pub success_criteria: Option<RawSuccessCriteria>,
     /// Checked and applied on the tree before deserialization (see [`super::env`]).
     #[allow(dead_code)]
+    #[schemars(default, schema_with = "super::schema::layer_overrides")]
+    #[schemars(description = "Per environment (`--env`), fields of this layer to replace.")]
     pub environment_overrides: Option<IgnoredAny>,
     /// The `name:` of a layer in the mapping form (see `super::harness`).
+    #[schemars(
+        description = "A display name (in the mapping form of `layers:`, the layer's `name:`)."
+    )]
     pub display_name: Option<String>,
     pub llm_requirements: Option<RawLlm>,
     // Old names, mapped in validation.
@@ -348,8 +373,9 @@ pub(crate) struct RawLayer {
 }
 
 /// `resource_limits:` of a layer.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ResourceLimits")]
 pub(crate) struct RawResourceLimits {
     pub max_memory_mb: Option<Located<Number>>,
     pub max_cpu_percent: Option<Located<Number>>,
@@ -357,8 +383,9 @@ pub(crate) struct RawResourceLimits {
 }
 
 /// `success_criteria:` of a layer.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SuccessCriteria")]
 pub(crate) struct RawSuccessCriteria {
     pub min_pass_rate: Option<Located<f64>>,
     pub max_failures: Option<Located<Number>>,
