@@ -18,6 +18,7 @@ pub mod external;
 pub mod layer_executor;
 pub mod layer_worker;
 pub mod progress_streamer;
+mod pytest_batches;
 pub mod resource_manager;
 pub mod test_orchestrator;
 

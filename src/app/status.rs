@@ -66,10 +66,10 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                     "categories": pl.categories.iter().map(|c| json!({
                         "name": c.category.name,
                         "units": match &c.category.kind {
-                            UnitKind::Nextest(_) => serde_json::Value::Null,
+                            UnitKind::Nextest(_) | UnitKind::Pytest(_) => serde_json::Value::Null,
                             UnitKind::Command(_) => c.units.len().into(),
                         },
-                        "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest" },
+                        "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest", UnitKind::Pytest(_) => "pytest" },
                         "timeout_seconds": c.category.timeout.map(|d| d.as_secs_f64()),
                         "skip_reason": c.skip_reason,
                     })).collect::<Vec<_>>(),
@@ -136,9 +136,12 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
             let kind = match &c.category.kind {
                 UnitKind::Command(spec) => format!("command `{}`", spec.command),
                 UnitKind::Nextest(spec) => format!("nextest `{}`", spec.filter),
+                UnitKind::Pytest(spec) => format!("pytest `{}`", spec.paths.join(" ")),
             };
             let count = match &c.category.kind {
-                UnitKind::Nextest(_) => "one unit per test, listed at run time".to_string(),
+                UnitKind::Nextest(_) | UnitKind::Pytest(_) => {
+                    "one unit per test, listed at run time".to_string()
+                }
                 UnitKind::Command(_) => format!("{} units", c.units.len()),
             };
             outln!(

@@ -157,6 +157,24 @@ pub enum UnitKind {
     Command(CommandSpec),
     /// Rust tests listed by nextest, one unit per test.
     Nextest(NextestSpec),
+    /// Python tests collected by pytest, one unit per test id, run in batches.
+    Pytest(PytestSpec),
+}
+
+/// `pytest:` categories (every field optional).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PytestSpec {
+    /// Files or directories to collect from (relative to the category's `cwd`); empty:
+    /// pytest's own default (`testpaths`, else the working directory).
+    pub paths: Vec<String>,
+    /// A marker expression (`-m`).
+    pub markers: Option<String>,
+    /// A keyword expression (`-k`).
+    pub k: Option<String>,
+    /// Extra pytest arguments, for collection and every batch.
+    pub args: Vec<String>,
+    /// The interpreter (`python3`, or a virtualenv's `.venv/bin/python`).
+    pub python: String,
 }
 
 /// `command:` categories.

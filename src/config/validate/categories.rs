@@ -1,4 +1,4 @@
-//! Validation of `categories:`: exactly one of `command` / `nextest`, `files` globs,
+//! Validation of `categories:`: exactly one of `command` / `nextest` / `pytest`, `files` globs,
 //! timeouts, parallelism, memory limits (against each other and the global budget),
 //! retries and `depends_on` references between categories.
 
@@ -112,28 +112,47 @@ impl Validator<'_> {
         out
     }
 
-    /// Exactly one of `command` / `nextest`; `files` only with `command`.
+    /// Exactly one of `command` / `nextest` / `pytest`; `files` only with `command`.
     fn unit_kind(&mut self, name: &Located<String>, c: &RawCategory) -> UnitKind {
         let n = &name.value;
         let placeholder = UnitKind::Command(CommandSpec {
             command: String::new(),
             files: Vec::new(),
         });
-        match (&c.command, &c.nextest) {
-            (Some(_), Some(nx)) => {
+        let given: Vec<(&str, Loc)> = [
+            ("command", c.command.as_ref().map(|l| l.loc)),
+            ("nextest", c.nextest.as_ref().map(|l| l.loc)),
+            ("pytest", c.pytest.as_ref().map(|l| l.loc)),
+        ]
+        .into_iter()
+        .filter_map(|(k, loc)| loc.map(|l| (k, l)))
+        .collect();
+        if given.len() > 1 {
+            let names: Vec<String> = given.iter().map(|(k, _)| format!("`{k}`")).collect();
+            self.err(
+                given[1].1,
+                format!(
+                    "category `{n}` has {}: expected exactly one of `command`, `nextest`, `pytest`",
+                    names.join(" and ")
+                ),
+            );
+            return placeholder;
+        }
+        if let Some(py) = &c.pytest {
+            if let Some(files) = &c.files {
                 self.err(
-                    nx.loc,
-                    format!(
-                        "category `{n}` has both `command` and `nextest`: expected exactly one"
-                    ),
+                    files.loc,
+                    format!("`files` of category `{n}` only applies to `command` categories, not `pytest`"),
                 );
-                placeholder
             }
+            return self.pytest_spec(n, py);
+        }
+        match (&c.command, &c.nextest) {
             (None, None) => {
                 self.err(
                     name.loc,
                     format!(
-                        "category `{n}` has neither `command` nor `nextest`: expected exactly one"
+                        "category `{n}` has none of `command`, `nextest`, `pytest`: expected exactly one"
                     ),
                 );
                 placeholder
@@ -164,7 +183,7 @@ impl Validator<'_> {
                     },
                 })
             }
-            (Some(cmd), None) => {
+            (Some(cmd), _) => {
                 let command = self
                     .non_empty(&Some(cmd.clone()), &format!("`command` of category `{n}`"))
                     .unwrap_or_default();
@@ -198,5 +217,42 @@ impl Validator<'_> {
                 UnitKind::Command(CommandSpec { command, files })
             }
         }
+    }
+
+    /// `pytest:`: every field optional; given strings must not be empty.
+    fn pytest_spec(&mut self, n: &str, py: &Located<RawPytest>) -> UnitKind {
+        let r = &py.value;
+        let mut text = |v: &Option<String>, field: &str| -> Option<String> {
+            let v = v.as_ref()?;
+            if v.trim().is_empty() {
+                self.err(
+                    py.loc,
+                    format!(
+                        "empty `pytest.{field}` of category `{n}`: leave it out or give a value"
+                    ),
+                );
+                return None;
+            }
+            Some(v.clone())
+        };
+        let markers = text(&r.markers, "markers");
+        let k = text(&r.k, "k");
+        let python = text(&r.python, "python").unwrap_or_else(|| "python3".to_string());
+        let paths = r.paths.clone().map(|p| p.0).unwrap_or_default();
+        if paths.iter().any(|p| p.trim().is_empty()) {
+            self.err(
+                py.loc,
+                format!(
+                    "empty path in `pytest.paths` of category `{n}`: expected a file or directory"
+                ),
+            );
+        }
+        UnitKind::Pytest(PytestSpec {
+            paths,
+            markers,
+            k,
+            args: r.args.clone().unwrap_or_default(),
+            python,
+        })
     }
 }
