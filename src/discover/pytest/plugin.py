@@ -138,7 +138,10 @@ def pytest_runtest_logfinish(nodeid, location):
             if outcome == "xfailed":
                 record["msg"] = culprit.wasxfail or "xfail"
             elif isinstance(culprit.longrepr, tuple):
-                record["msg"] = str(culprit.longrepr[2])
+                reason = str(culprit.longrepr[2])
+                if reason.startswith("Skipped: "):
+                    reason = reason[len("Skipped: "):]
+                record["msg"] = reason
         else:
             text = culprit.longreprtext
             # The last report carries the captured output of every phase before it.
