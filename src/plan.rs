@@ -693,10 +693,14 @@ fn discover_pytest<'a>(
         if let UnitKind::Pytest(spec) = &category.kind
             && seen.insert(name.as_str())
         {
+            let cache = crate::report::files::state_dir(&config.root)
+                .join("pytest")
+                .join(format!("{}.json", name.replace(['/', '\\'], "_")));
             requests.push(pytest::Request {
                 category,
                 spec,
                 cwd: category_cwd(config, category),
+                cache: Some(cache),
             });
         }
     }

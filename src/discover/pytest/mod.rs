@@ -23,8 +23,10 @@
 //!
 //! - here: the plugin, the collection and the [`units`].
 //! - `batches`: packing test ids into batches (pure).
+//! - [`cache`]: the last collection, reused while its inputs are unchanged.
 
 mod batches;
+pub mod cache;
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -80,6 +82,8 @@ pub struct Request<'a> {
     pub spec: &'a PytestSpec,
     /// Where pytest runs (the category's `cwd`, or the project root).
     pub cwd: PathBuf,
+    /// Where the collection is cached ([`cache`]); None: always collect.
+    pub cache: Option<PathBuf>,
 }
 
 /// One collected test.
@@ -117,15 +121,30 @@ impl Discovery {
     }
 }
 
-/// Collects every requested category (one pytest call each).
+/// Collects every requested category (one pytest call each, unless its cached
+/// collection is still valid).
 pub fn discover(requests: &[Request<'_>]) -> Result<Discovery, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary dir: {e}"))?;
     let plugin_dir =
         write_plugin(dir.path()).map_err(|e| format!("cannot write the pytest plugin: {e}"))?;
     let mut collected = HashMap::new();
     for (i, r) in requests.iter().enumerate() {
-        let out = dir.path().join(format!("collect-{i}.jsonl"));
-        let c = collect(r, &plugin_dir, &out)?;
+        let cached = r
+            .cache
+            .as_deref()
+            .filter(|_| cache::enabled())
+            .and_then(|file| cache::load(file, r.category, r.spec, &r.cwd));
+        let c = match cached {
+            Some(c) => c,
+            None => {
+                let out = dir.path().join(format!("collect-{i}.jsonl"));
+                let c = collect(r, &plugin_dir, &out)?;
+                if let Some(file) = &r.cache {
+                    cache::store(file, r.category, r.spec, &r.cwd, &c);
+                }
+                c
+            }
+        };
         collected.insert(r.category.name.clone(), c);
     }
     Ok(Discovery { collected })
