@@ -10,7 +10,7 @@
 #      run (no `.runner/`: no history, no collection cache) and with history (after a
 #      previous run); wall time, the runner's own CPU (bench/nextest_measure.py) per test.
 # Usage: bench/pytest_xdist.sh [ROUNDS]   (default 3; BENCH_DIR keeps the downloads, default
-#        /tmp/runner-bench-pytest)
+#        /tmp/runner-bench-pytest; SUITES="toolz-1.2.0" runs one suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -38,7 +38,7 @@ venv/bin/python - "$BIN" "$MEASURE" "$WORK" "$ROUNDS" <<'PY'
 import json, os, re, shutil, statistics, subprocess, sys
 bin, measure, work, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 py = f"{work}/venv/bin/python"
-suites = ["attrs-26.1.0", "toolz-1.2.0"]
+suites = os.environ.get("SUITES", "attrs-26.1.0 toolz-1.2.0").split()
 
 def fresh(suite):
     """A scratch copy of the suite with a layers.yaml for the pytest kind."""
@@ -116,10 +116,8 @@ for suite in suites:
                 if what == "first":
                     shutil.rmtree(f"{d}/.runner", ignore_errors=True)
                 m = cost([bin, "--use-layers", "py", "--jobs", "2", "--progress-mode", "simple"], d)
+                # A first run leaves history (and the collection) for the next "history" run.
                 cpu[what].append(m["self_cpu_s"])
-                if what == "first":
-                    # Leave history (and the collection) for the next "history" run.
-                    pass
             times[what].append(m["wall_s"])
         print(f"   round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -7,9 +7,9 @@
 //!   the median of the known ones): the number of batches is the larger of the slots
 //!   and `total / TARGET_BATCH`, and pieces are packed longest-first into the least
 //!   loaded batch (LPT). The batches are returned longest first.
-//! - **Without history**: tests are cut in collection (file) order into
-//!   `NO_HISTORY_BATCHES_PER_SLOT × slots` batches of equal size, so that slots that
-//!   finish early take another one.
+//! - **Without history**: tests are cut in collection (file) order into batches of
+//!   equal size: one per slot for a small suite (start-up dominates), two per slot from
+//!   [`SPLIT_FROM_TESTS`] tests on, so that a slot that finishes early takes another.
 //!
 //! **Modules stay together.** A piece is a whole module (file), so its module-scoped
 //! fixtures are set up once, unless the module alone is longer than half a batch's share:
@@ -24,8 +24,11 @@ use std::time::Duration;
 /// The duration a batch is aimed at when history allows more batches than slots.
 pub const TARGET_BATCH: Duration = Duration::from_secs(30);
 
-/// Batches per slot without history.
+/// Batches per slot without history, for a suite of at least [`SPLIT_FROM_TESTS`] tests.
 pub const NO_HISTORY_BATCHES_PER_SLOT: usize = 2;
+
+/// Without history, suites smaller than this get one batch per slot.
+pub const SPLIT_FROM_TESTS: usize = 400;
 
 /// One test to pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +56,12 @@ pub fn plan_batches(tests: &[BatchTest], slots: usize) -> Vec<Batch> {
     let slots = slots.max(1);
     let mut known: Vec<Duration> = tests.iter().filter_map(|t| t.expected).collect();
     if known.is_empty() {
-        return by_count(tests, slots * NO_HISTORY_BATCHES_PER_SLOT);
+        let per_slot = if tests.len() >= SPLIT_FROM_TESTS {
+            NO_HISTORY_BATCHES_PER_SLOT
+        } else {
+            1
+        };
+        return by_count(tests, slots * per_slot);
     }
     known.sort_unstable();
     let median = known[known.len() / 2];
@@ -172,7 +180,7 @@ mod tests {
     fn without_history_equal_cuts_in_file_order() {
         // Modules of 3, 3, 3 and 1 tests; 4 batches of at most 3.
         let tests: Vec<BatchTest> = (0..10).map(|i| t(&format!("m{}", i / 3), None)).collect();
-        let b = plan_batches(&tests, 2);
+        let b = plan_batches(&tests, 4);
         assert_eq!(b.len(), 4);
         assert_eq!(b[0].tests, vec![0, 1, 2]);
         assert_eq!(b[3].tests, vec![9]);
