@@ -934,7 +934,7 @@ fn pytest_categories_and_their_errors() {
         ),
         (
             "categories:\n  c:\n    pytest: {marker: x}\n",
-            "unknown field `marker`",
+            "unknown key `marker` in `categories.c.pytest`",
             3,
             14,
         ),

@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(all(&b), (0..10).collect::<Vec<_>>());
         // A module larger than the share is cut.
         let big: Vec<BatchTest> = (0..8).map(|_| t("one", None)).collect();
-        let b = plan_batches(&big, 2);
+        let b = plan_batches(&big, 4);
         assert_eq!(
             b.iter().map(|x| x.tests.len()).collect::<Vec<_>>(),
             [2, 2, 2, 2]
