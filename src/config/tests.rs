@@ -928,7 +928,7 @@ fn pytest_categories_and_their_errors() {
     for (yaml, expect, line, col) in [
         (
             "categories:\n  c:\n    command: x\n    pytest: {}\n",
-            "category `c` has `command` and `pytest`: expected exactly one of `command`, `nextest`, `pytest`",
+            "category `c` has both `command` and `pytest`: expected exactly one of `command`, `nextest`, `pytest`",
             4,
             13,
         ),
@@ -952,7 +952,7 @@ fn pytest_categories_and_their_errors() {
         ),
         (
             "categories:\n  c:\n    description: none\n",
-            "category `c` has none of `command`, `nextest`, `pytest`",
+            "category `c` has neither `command` nor `nextest` nor `pytest`: expected exactly one",
             2,
             3,
         ),

@@ -129,11 +129,15 @@ impl Validator<'_> {
         .collect();
         if given.len() > 1 {
             let names: Vec<String> = given.iter().map(|(k, _)| format!("`{k}`")).collect();
+            let both = if names.len() == 2 {
+                format!("both {} and {}", names[0], names[1])
+            } else {
+                names.join(", ")
+            };
             self.err(
                 given[1].1,
                 format!(
-                    "category `{n}` has {}: expected exactly one of `command`, `nextest`, `pytest`",
-                    names.join(" and ")
+                    "category `{n}` has {both}: expected exactly one of `command`, `nextest`, `pytest`"
                 ),
             );
             return placeholder;
@@ -152,7 +156,7 @@ impl Validator<'_> {
                 self.err(
                     name.loc,
                     format!(
-                        "category `{n}` has none of `command`, `nextest`, `pytest`: expected exactly one"
+                        "category `{n}` has neither `command` nor `nextest` nor `pytest`: expected exactly one"
                     ),
                 );
                 placeholder
