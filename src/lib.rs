@@ -14,7 +14,7 @@
 //! - [`background`]: detached background runs: store, worker, status, kill.
 //! - [`services`]: services layers require: probe, start, wait, stop.
 //! - [`exec`]: process spawning, process groups, timeouts, kill tree, output capture.
-//! - [`discover`]: units from commands.
+//! - [`discover`]: units from commands, nextest and pytest.
 //! - [`ingest`]: inputs read during a run (a unit's JUnit file).
 //! - [`report`]: console, JSON lines, run directory, status views.
 //! - [`server`]: the progress server (WebSocket, viewer page, metrics) and `runner watch`.

@@ -16,7 +16,7 @@ use crate::config::{
     Category, Config, FailFast, Layer, LayerExecutionMode, LayerMode, LlmMode, ResourceLimits,
     SuccessCriteria, UnitKind, suggest,
 };
-use crate::discover::{Unit, commands, nextest};
+use crate::discover::{Unit, commands, nextest, pytest};
 use crate::event::Shard;
 
 /// The name of the synthetic layer of legacy category mode.
@@ -244,11 +244,12 @@ pub fn plan_layers(
             mode,
             LayerExecutionMode::Sequential | LayerExecutionMode::Waterfall
         );
+    let collected = discover_pytest(config, ordered.iter().flat_map(|l| &l.categories), opts)?;
     let mut stages: Vec<Vec<PlannedLayer>> = Vec::new();
     let mut background = Vec::new();
     let mut stage_of: HashMap<&str, usize> = HashMap::new();
     for layer in ordered {
-        let planned = plan_layer(config, layer, opts, &discovery, &mut warnings)?;
+        let planned = plan_layer(config, layer, opts, &discovery, &collected, &mut warnings)?;
         if config.is_background(layer) && !background_in_foreground {
             let mut planned = planned;
             planned.background = true;
@@ -407,7 +408,8 @@ pub fn plan_legacy(
     };
     let mut warnings = Vec::new();
     let discovery = discover_nextest(config, &layer.categories, opts)?;
-    let planned = plan_layer(config, &layer, opts, &discovery, &mut warnings)?;
+    let collected = discover_pytest(config, &layer.categories, opts)?;
+    let planned = plan_layer(config, &layer, opts, &discovery, &collected, &mut warnings)?;
     let mut stages = vec![vec![planned]];
     warnings.extend(assign_nextest_tests(&mut stages, &mut [])?);
     Ok(Plan {
@@ -778,6 +780,43 @@ fn discover_nextest<'a>(
     })
 }
 
+/// Collects the tests of every `pytest:` category among `categories` (one pytest call
+/// each, see [`pytest::discover`]); a failure is an infrastructure error (exit 3).
+fn discover_pytest<'a>(
+    config: &Config,
+    categories: impl IntoIterator<Item = &'a String>,
+    opts: &PlanOptions,
+) -> Result<pytest::Discovery, PlanError> {
+    if opts.skip_test_listing {
+        return Ok(pytest::Discovery::default());
+    }
+    let mut seen = HashSet::new();
+    let mut requests = Vec::new();
+    for name in categories {
+        let category = &config.categories[name];
+        if let UnitKind::Pytest(spec) = &category.kind
+            && seen.insert(name.as_str())
+        {
+            let cache = crate::report::files::state_dir(&config.root)
+                .join("pytest")
+                .join(format!("{}.json", name.replace(['/', '\\'], "_")));
+            requests.push(pytest::Request {
+                category,
+                spec,
+                cwd: category_cwd(config, category),
+                cache: Some(cache),
+            });
+        }
+    }
+    if requests.is_empty() {
+        return Ok(pytest::Discovery::default());
+    }
+    pytest::discover(&requests).map_err(|message| PlanError {
+        message,
+        kind: PlanErrorKind::Infrastructure,
+    })
+}
+
 /// Gives each Rust test to one nextest category of the plan ([`nextest::assign`]).
 fn assign_nextest_tests(
     stages: &mut [Vec<PlannedLayer>],
@@ -904,6 +943,7 @@ fn plan_layer(
     layer: &Layer,
     opts: &PlanOptions,
     discovery: &nextest::Discovery,
+    collected: &pytest::Discovery,
     warnings: &mut Vec<String>,
 ) -> Result<PlannedLayer, PlanError> {
     let mut layer = layer.clone();
@@ -928,6 +968,16 @@ fn plan_layer(
                     ));
                 }
                 nextest::units(&layer.name, &category, spec, tests, opts.run_ignored)
+            }
+            UnitKind::Pytest(_) => {
+                let c = collected.collected(name);
+                if c.tests.is_empty() && !opts.skip_test_listing {
+                    warnings.push(format!(
+                        "category `{name}` in layer `{}`: pytest collected no test",
+                        layer.name
+                    ));
+                }
+                pytest::units(&layer.name, &category, &c, &cwd)
             }
         };
         if units.is_empty() && matches!(category.kind, UnitKind::Command(_)) {

@@ -114,7 +114,7 @@ impl RunContext {
         });
     }
 
-    fn emit(&self, kind: EventKind) {
+    pub(super) fn emit(&self, kind: EventKind) {
         self.bus.emit(names::EXECUTOR, kind);
     }
 }
@@ -130,13 +130,13 @@ pub struct LayerRunReport {
 }
 
 /// State shared by the categories of one running layer.
-struct LayerRun {
-    ctx: Arc<RunContext>,
-    planned: Arc<PlannedLayer>,
-    token: CancellationToken,
+pub(super) struct LayerRun {
+    pub(super) ctx: Arc<RunContext>,
+    pub(super) planned: Arc<PlannedLayer>,
+    pub(super) token: CancellationToken,
     deadline_hit: AtomicBool,
     slots: Arc<Semaphore>,
-    nice: Option<i32>,
+    pub(super) nice: Option<i32>,
     order: Arc<StartOrder>,
     /// The run's shared output log (`None` if it cannot be created: a file per unit).
     run_log: Option<Arc<exec::RunLog>>,
@@ -153,7 +153,7 @@ struct LayerRun {
 /// within a layer, a unit waiting for memory holds back lower-ranked ones (the resource
 /// manager's bypass still works between layers); without history every rank is equal
 /// and nothing changes.
-struct StartOrder {
+pub(super) struct StartOrder {
     /// Ranks of the waiting units, with how many wait at each.
     waiting: Mutex<BTreeMap<StartRank, usize>>,
     /// Bumped on every change of `waiting`.
@@ -190,7 +190,7 @@ impl StartOrder {
 }
 
 /// A unit's place in its layer's [`StartOrder`]; dropping it leaves.
-struct Ticket {
+pub(super) struct Ticket {
     order: Arc<StartOrder>,
     rank: StartRank,
 }
@@ -246,12 +246,12 @@ impl Drop for Ticket {
 }
 
 impl LayerRun {
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.planned.layer.name
     }
 
     /// Why this layer's pending units will not start, once its token is cancelled.
-    fn stop_reason_text(&self) -> String {
+    pub(super) fn stop_reason_text(&self) -> String {
         if let Some(cause) = self.ctx.cause() {
             cause.describe()
         } else if self.deadline_hit.load(Ordering::SeqCst) {
@@ -262,7 +262,7 @@ impl LayerRun {
     }
 
     /// How a running unit is stopped once this layer's token is cancelled.
-    fn stop_reason(&self) -> StopReason {
+    pub(super) fn stop_reason(&self) -> StopReason {
         match self.ctx.cause() {
             Some(StopCause::GlobalTimeout) => StopReason::Deadline,
             Some(_) => StopReason::Cancelled,
@@ -446,98 +446,79 @@ async fn run_category(
             .unwrap_or(Semaphore::MAX_PERMITS)
             .min(Semaphore::MAX_PERMITS),
     ));
-    let mut tasks = JoinSet::new();
-    let mut task_units: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut stop_reason: Option<String> = skip_all.clone();
-    for unit in &pc.units {
-        if let Some(reason) = &unit.skip {
-            // Known at planning (an ignored Rust test): never started.
-            ctx.emit(EventKind::TestSkipped {
-                unit: unit.id.clone(),
-                reason: reason.clone(),
-            });
-            continue;
-        }
-        let entered = primed.take();
-        if stop_reason.is_none() && token.is_cancelled() {
-            stop_reason = Some(category_stop_text(run, &token));
-        }
-        if let Some(reason) = &stop_reason {
-            ctx.emit(EventKind::TestSkipped {
-                unit: unit.id.clone(),
-                reason: reason.clone(),
-            });
-            continue;
-        }
-        let gates = async {
-            let c = Arc::clone(&cat_slots).acquire_owned().await.ok()?;
-            let ticket =
-                entered.unwrap_or_else(|| StartOrder::enter(&run.order, ctx.hints.rank(&unit.id)));
-            let (l, a) = ticket
-                .when_first(|| async {
-                    let l = Arc::clone(&run.slots).acquire_owned().await.ok()?;
-                    let memory_mb = memory_estimate(ctx, cat, &unit.id);
-                    let a = ctx
-                        .resources
-                        .admit(AdmissionRequest {
-                            background: run.planned.background,
-                            unit: unit.id.clone(),
-                            layer: run.name().to_string(),
-                            memory_mb,
-                            category: cat.name.clone(),
-                            exclusion: exclusion(&run.planned.layer, cat),
-                        })
-                        .await
-                        .map_err(|_| {
-                            ctx.fault(
-                                names::RESOURCES,
-                                "the resource manager stopped answering admissions".into(),
-                                Some(&unit.id),
-                            )
-                        })
-                        .ok()?;
-                    Some((l, a))
-                })
-                .await?;
-            drop(ticket);
-            Some((c, l, a))
-        };
-        let permits = tokio::select! {
-            biased;
-            _ = token.cancelled() => None,
-            p = gates => p,
-        };
-        let Some(permits) = permits else {
-            stop_reason = Some(category_stop_text(run, &token));
-            ctx.emit(EventKind::TestSkipped {
-                unit: unit.id.clone(),
-                reason: stop_reason.clone().unwrap_or_default(),
-            });
-            continue;
-        };
-        let run = Arc::clone(run);
-        let id = unit.id.clone();
-        let unit = unit.clone();
-        let cat = cat.clone();
-        let token = token.clone();
-        let task = tasks.spawn(async move {
-            let _permits = permits;
-            let outcome = run_unit(&run, &unit, &cat).await;
-            if outcome.is_some_and(Outcome::is_failure) {
-                ask_fail_fast(&run, &token).await;
+    if let UnitKind::Pytest(spec) = &cat.kind {
+        stop_reason = super::pytest_batches::run_category(
+            run,
+            pc,
+            spec,
+            &token,
+            &cat_slots,
+            primed,
+            stop_reason,
+        )
+        .await;
+    } else {
+        let mut tasks = JoinSet::new();
+        let mut task_units: HashMap<tokio::task::Id, String> = HashMap::new();
+        for unit in &pc.units {
+            if let Some(reason) = &unit.skip {
+                // Known at planning (an ignored Rust test): never started.
+                ctx.emit(EventKind::TestSkipped {
+                    unit: unit.id.clone(),
+                    reason: reason.clone(),
+                });
+                continue;
             }
-        });
-        task_units.insert(task.id(), id);
-        ctx.health.heartbeat();
-    }
-    while let Some(joined) = tasks.join_next_with_id().await {
-        if let Err(e) = joined {
-            let unit = task_units.get(&e.id()).map(String::as_str);
-            ctx.fault(
-                names::EXECUTOR,
-                format!("the unit's task failed: {e}"),
-                unit,
-            );
+            let entered = primed.take();
+            if stop_reason.is_none() && token.is_cancelled() {
+                stop_reason = Some(category_stop_text(run, &token));
+            }
+            if let Some(reason) = &stop_reason {
+                ctx.emit(EventKind::TestSkipped {
+                    unit: unit.id.clone(),
+                    reason: reason.clone(),
+                });
+                continue;
+            }
+            let gates = pass_gates(run, cat, &cat_slots, entered, &unit.id);
+            let permits = tokio::select! {
+                biased;
+                _ = token.cancelled() => None,
+                p = gates => p,
+            };
+            let Some(permits) = permits else {
+                stop_reason = Some(category_stop_text(run, &token));
+                ctx.emit(EventKind::TestSkipped {
+                    unit: unit.id.clone(),
+                    reason: stop_reason.clone().unwrap_or_default(),
+                });
+                continue;
+            };
+            let run = Arc::clone(run);
+            let id = unit.id.clone();
+            let unit = unit.clone();
+            let cat = cat.clone();
+            let token = token.clone();
+            let task = tasks.spawn(async move {
+                let _permits = permits;
+                let outcome = run_unit(&run, &unit, &cat).await;
+                if outcome.is_some_and(Outcome::is_failure) {
+                    ask_fail_fast(&run, &token).await;
+                }
+            });
+            task_units.insert(task.id(), id);
+            ctx.health.heartbeat();
+        }
+        while let Some(joined) = tasks.join_next_with_id().await {
+            if let Err(e) = joined {
+                let unit = task_units.get(&e.id()).map(String::as_str);
+                ctx.fault(
+                    names::EXECUTOR,
+                    format!("the unit's task failed: {e}"),
+                    unit,
+                );
+            }
         }
     }
     let passed = ctx.bus.with_state(|s| {
@@ -575,7 +556,7 @@ fn exclusion(layer: &crate::config::Layer, cat: &Category) -> Exclusion {
     }
 }
 
-fn category_stop_text(run: &LayerRun, token: &CancellationToken) -> String {
+pub(super) fn category_stop_text(run: &LayerRun, token: &CancellationToken) -> String {
     if run.token.is_cancelled() || !token.is_cancelled() {
         run.stop_reason_text()
     } else {
@@ -583,9 +564,64 @@ fn category_stop_text(run: &LayerRun, token: &CancellationToken) -> String {
     }
 }
 
+/// What a started unit (or pytest batch) holds until it ends: its category's slot,
+/// its layer's slot and its admission.
+pub(super) struct Permits {
+    _category: tokio::sync::OwnedSemaphorePermit,
+    _layer: tokio::sync::OwnedSemaphorePermit,
+    _admission: resource_manager::AdmissionPermit,
+}
+
+/// Waits for the gates of `unit`: its category's slot, then (in its turn of the start
+/// order, `entered` if it already has a place) its layer's slot and admission. None when
+/// a gate closed (the resource manager stopped answering: recorded as a fault).
+pub(super) async fn pass_gates(
+    run: &LayerRun,
+    cat: &Category,
+    cat_slots: &Arc<Semaphore>,
+    entered: Option<Ticket>,
+    unit: &str,
+) -> Option<Permits> {
+    let ctx = &run.ctx;
+    let c = Arc::clone(cat_slots).acquire_owned().await.ok()?;
+    let ticket = entered.unwrap_or_else(|| StartOrder::enter(&run.order, ctx.hints.rank(unit)));
+    let (l, a) = ticket
+        .when_first(|| async {
+            let l = Arc::clone(&run.slots).acquire_owned().await.ok()?;
+            let memory_mb = memory_estimate(ctx, cat, unit);
+            let a = ctx
+                .resources
+                .admit(AdmissionRequest {
+                    background: run.planned.background,
+                    unit: unit.to_string(),
+                    layer: run.name().to_string(),
+                    memory_mb,
+                    category: cat.name.clone(),
+                    exclusion: exclusion(&run.planned.layer, cat),
+                })
+                .await
+                .map_err(|_| {
+                    ctx.fault(
+                        names::RESOURCES,
+                        "the resource manager stopped answering admissions".into(),
+                        Some(unit),
+                    )
+                })
+                .ok()?;
+            Some((l, a))
+        })
+        .await?;
+    drop(ticket);
+    Some(Permits {
+        _category: c,
+        _layer: l,
+        _admission: a,
+    })
+}
+
 /// After a unit's final failure: the dispatcher decides what the layer's `fail_fast`
 /// stops; the unit holds its permits until it has.
-async fn ask_fail_fast(run: &LayerRun, category_token: &CancellationToken) {
+pub(super) async fn ask_fail_fast(run: &LayerRun, category_token: &CancellationToken) {
     if matches!(
         run.planned.layer.fail_fast,
         FailFast::Layer | FailFast::Disabled
@@ -705,7 +741,7 @@ const MAX_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60
 
 /// The wait before the attempt after `attempt`: `base` doubled per earlier retry,
 /// at most [`MAX_RETRY_BACKOFF`] (never an overflow, whatever `retries` is).
-fn retry_backoff(base: std::time::Duration, attempt: u32) -> std::time::Duration {
+pub(super) fn retry_backoff(base: std::time::Duration, attempt: u32) -> std::time::Duration {
     base.checked_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
         .unwrap_or(MAX_RETRY_BACKOFF)
         .min(MAX_RETRY_BACKOFF)
@@ -721,7 +757,7 @@ const MAX_FILE_STEM: usize = 120;
 /// A unit id as a file name (logs, JUnit files): unsafe characters become `_`, and an id
 /// too long for a file name keeps its beginning plus a hash of the whole id (the full id
 /// stays in the events and reports).
-fn file_safe(id: &str) -> String {
+pub(super) fn file_safe(id: &str) -> String {
     let safe: String = id
         .chars()
         .map(|c| {
@@ -789,6 +825,16 @@ fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> Un
         }
         UnitSpec::Shell(cmd) => (Some(cmd.clone()), None),
         UnitSpec::Program { path, args } => (None, Some((path.clone(), args.clone()))),
+        // Pytest categories run their units in batches (`pytest_batches`); on its own,
+        // a unit is pytest running its one id.
+        UnitSpec::Pytest { .. } => {
+            let python = match &cat.kind {
+                UnitKind::Pytest(spec) => spec.python.clone(),
+                _ => "python3".to_string(),
+            };
+            let args = ["-m", "pytest", "-q", unit.name.as_str()].map(String::from);
+            (None, Some((python.into(), args.to_vec())))
+        }
     };
     UnitCommand {
         shell_command,

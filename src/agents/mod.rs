@@ -3,7 +3,8 @@
 //! - [`test_orchestrator`]: plans the run; judges a layer against its success criteria
 //!   ([`test_orchestrator::evaluate`], applied by the dispatcher).
 //! - [`layer_executor`]: runs a layer's units with modes, limits, retries, timeouts,
-//!   behind a [`layer_worker`] the dispatcher commands.
+//!   behind a [`layer_worker`] the dispatcher commands; `pytest_batches` runs the test
+//!   ids of a `pytest:` category in batches, one pytest process each.
 //! - background_e2e: runs background layers alongside the foreground, at a lower
 //!   priority: a [`layer_worker`] of its own that the dispatcher commands.
 //! - [`progress_streamer`]: console and JSON-lines output from the event stream.
@@ -18,6 +19,7 @@ pub mod external;
 pub mod layer_executor;
 pub mod layer_worker;
 pub mod progress_streamer;
+mod pytest_batches;
 pub mod resource_manager;
 pub mod test_orchestrator;
 

@@ -77,11 +77,11 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                         "settings": c.category,
                         "mappings": c.category.mappings,
                         "units": match &c.category.kind {
-                            UnitKind::Nextest(_) | UnitKind::Missing => serde_json::Value::Null,
+                            UnitKind::Nextest(_) | UnitKind::Pytest(_) | UnitKind::Missing => serde_json::Value::Null,
                             UnitKind::Command(_) => c.units.len().into(),
                         },
                         "units_last_run": known.count(&l.name, &c.category.name),
-                        "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest", UnitKind::Missing => "none" },
+                        "kind": match &c.category.kind { UnitKind::Command(_) => "command", UnitKind::Nextest(_) => "nextest", UnitKind::Pytest(_) => "pytest", UnitKind::Missing => "none" },
                         "files": match &c.category.kind {
                             UnitKind::Command(spec) if !spec.files.is_empty() =>
                                 c.units.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().into(),
@@ -154,15 +154,13 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
         for c in &pl.categories {
             match (&c.category.kind, known.count(&l.name, &c.category.name)) {
                 (UnitKind::Command(_), _) => known_units += c.units.len(),
-                (UnitKind::Nextest(_), Some(n)) => known_units += n,
-                (UnitKind::Nextest(_), None) => unknown += 1,
+                (UnitKind::Nextest(_) | UnitKind::Pytest(_), Some(n)) => known_units += n,
+                (UnitKind::Nextest(_) | UnitKind::Pytest(_), None) => unknown += 1,
                 (UnitKind::Missing, _) => {}
             }
         }
         let units = if unknown > 0 {
-            format!(
-                "{known_units} units + the Rust tests of {unknown} categories (listed at run time)"
-            )
+            format!("{known_units} units + the tests of {unknown} categories (listed at run time)")
         } else {
             format!("{known_units} units")
         };
@@ -241,6 +239,7 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
             let kind = match &c.category.kind {
                 UnitKind::Command(spec) => format!("command `{}`", spec.command),
                 UnitKind::Nextest(spec) => format!("nextest `{}`", spec.filter),
+                UnitKind::Pytest(spec) => format!("pytest `{}`", spec.paths.join(" ")),
                 UnitKind::Missing => "no command yet".to_string(),
             };
             let count = match (&c.category.kind, known.count(&l.name, &c.category.name)) {
@@ -249,6 +248,12 @@ fn write_layers(config: &Config, cli: &Cli) -> Listed {
                 }
                 (UnitKind::Nextest(_), None) => {
                     "one unit per Rust test, listed at run time".to_string()
+                }
+                (UnitKind::Pytest(_), Some(n)) => {
+                    format!("{n} Python tests last run; collected again at run time")
+                }
+                (UnitKind::Pytest(_), None) => {
+                    "one unit per Python test, collected at run time".to_string()
                 }
                 (UnitKind::Missing, _) => "cannot run".to_string(),
                 (UnitKind::Command(_), _) => format!("{} units", c.units.len()),

@@ -318,10 +318,28 @@ pub enum UnitKind {
     Command(CommandSpec),
     /// Rust tests listed by nextest, one unit per test.
     Nextest(NextestSpec),
+    /// Python tests collected by pytest, one unit per test id, run in batches.
+    Pytest(PytestSpec),
     /// No command yet (a category migrated from a file that carries none): it loads
     /// and is shown, but a run that selects it stops with exit code 2 before anything runs.
     #[default]
     Missing,
+}
+
+/// `pytest:` categories (every field optional).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PytestSpec {
+    /// Files or directories to collect from (relative to the category's `cwd`); empty:
+    /// pytest's own default (`testpaths`, else the working directory).
+    pub paths: Vec<String>,
+    /// A marker expression (`-m`).
+    pub markers: Option<String>,
+    /// A keyword expression (`-k`).
+    pub k: Option<String>,
+    /// Extra pytest arguments, for collection and every batch.
+    pub args: Vec<String>,
+    /// The interpreter (`python3`, or a virtualenv's `.venv/bin/python`).
+    pub python: String,
 }
 
 /// `command:` categories.

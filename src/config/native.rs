@@ -107,8 +107,12 @@ struct Cat {
     command: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     files: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    exclude: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nextest: Option<Nx>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytest: Option<Py>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timeout_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,6 +177,19 @@ struct Filt {
     include_patterns: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     exclude_patterns: Vec<String>,
+}
+
+#[derive(Serialize, PartialEq)]
+struct Py {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    paths: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    markers: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    k: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
+    python: String,
 }
 
 #[derive(Serialize, PartialEq)]
@@ -332,10 +349,17 @@ impl From<&Config> for Doc {
 
 impl From<&Category> for Cat {
     fn from(c: &Category) -> Self {
-        let (command, files, nextest) = match &c.kind {
-            UnitKind::Command(spec) => (Some(spec.command.clone()), spec.files.clone(), None),
+        let (command, files, exclude, nextest, pytest) = match &c.kind {
+            UnitKind::Command(spec) => (
+                Some(spec.command.clone()),
+                spec.files.clone(),
+                spec.exclude.clone(),
+                None,
+                None,
+            ),
             UnitKind::Nextest(spec) => (
                 None,
+                Vec::new(),
                 Vec::new(),
                 Some(Nx {
                     filter: spec.filter.clone(),
@@ -345,8 +369,22 @@ impl From<&Category> for Cat {
                     test_args: spec.test_args.clone(),
                     leak: spec.leak,
                 }),
+                None,
             ),
-            UnitKind::Missing => (None, Vec::new(), None),
+            UnitKind::Pytest(spec) => (
+                None,
+                Vec::new(),
+                Vec::new(),
+                None,
+                Some(Py {
+                    paths: spec.paths.clone(),
+                    markers: spec.markers.clone(),
+                    k: spec.k.clone(),
+                    args: spec.args.clone(),
+                    python: spec.python.clone(),
+                }),
+            ),
+            UnitKind::Missing => (None, Vec::new(), Vec::new(), None, None),
         };
         let f = &c.filters;
         Cat {
@@ -354,7 +392,9 @@ impl From<&Category> for Cat {
             description: c.description.clone(),
             command,
             files,
+            exclude,
             nextest,
+            pytest,
             timeout_seconds: secs(&c.timeout),
             slow_seconds: secs(&c.slow_after),
             max_parallel_instances: c.max_parallel_instances,

@@ -146,6 +146,7 @@ pub(crate) struct RawCategory {
     pub description: Option<String>,
     pub command: Option<Located<String>>,
     pub nextest: Option<Located<RawNextest>>,
+    pub pytest: Option<Located<RawPytest>>,
     pub files: Option<Located<OneOrMany<Located<String>>>>,
     pub exclude: Option<Located<OneOrMany<Located<String>>>>,
     pub timeout_seconds: Option<Located<f64>>,
@@ -326,6 +327,17 @@ pub(crate) struct RawNextest {
     pub workspace: Option<bool>,
     pub test_args: Option<Vec<String>>,
     pub leak: Option<RawLeak>,
+}
+
+/// `pytest:` in a category.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPytest {
+    pub paths: Option<OneOrMany<String>>,
+    pub markers: Option<String>,
+    pub k: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub python: Option<String>,
 }
 
 /// `nextest.leak:`.

@@ -908,3 +908,75 @@ fn every_bounded_key_is_in_the_documented_ranges() {
         "not in docs/configuration.md#ranges: {missing:?}"
     );
 }
+
+#[test]
+fn pytest_categories_and_their_errors() {
+    let yaml = "categories:\n  py:\n    pytest: {paths: tests, markers: \"not slow\", k: add, args: [-x], python: .venv/bin/python}\n  bare:\n    pytest: {}\n";
+    let config = load_str(yaml).unwrap();
+    let UnitKind::Pytest(py) = &config.categories["py"].kind else {
+        panic!()
+    };
+    assert_eq!(py.paths, ["tests"]);
+    assert_eq!(py.markers.as_deref(), Some("not slow"));
+    assert_eq!(py.k.as_deref(), Some("add"));
+    assert_eq!(py.args, ["-x"]);
+    assert_eq!(py.python, ".venv/bin/python");
+    let UnitKind::Pytest(bare) = &config.categories["bare"].kind else {
+        panic!()
+    };
+    assert_eq!((bare.python.as_str(), bare.paths.len()), ("python3", 0));
+
+    for (yaml, expect, line, col) in [
+        (
+            "categories:\n  c:\n    command: x\n    pytest: {}\n",
+            "category `c` has both `command` and `pytest`: expected exactly one of `command`, `nextest`, `pytest`",
+            4,
+            13,
+        ),
+        (
+            "categories:\n  c:\n    pytest: {marker: x}\n",
+            "unknown key `marker` in `categories.c.pytest`",
+            3,
+            14,
+        ),
+        (
+            "categories:\n  c:\n    pytest: {k: \" \"}\n",
+            "empty `pytest.k` of category `c`",
+            3,
+            13,
+        ),
+        (
+            "categories:\n  c:\n    pytest: {}\n    files: [x]\n",
+            "`files` of category `c` only applies to `command` categories, not `pytest`",
+            4,
+            12,
+        ),
+    ] {
+        let err = load_str(yaml).expect_err(yaml);
+        let shown = err.to_string();
+        assert!(shown.contains(expect), "{shown}");
+        assert_eq!(
+            (err.line(), err.column()),
+            (Some(line), Some(col)),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn old_filters_and_markers_become_pytest_k_and_m() {
+    let yaml = "categories:\n  py:\n    pytest: {}\n    filters: {include_patterns: [unit, fast], exclude_patterns: [slow]}\n    markers: [smoke, api]\n  own:\n    pytest: {k: mine, markers: own}\n    filters: {include_patterns: [unit]}\n";
+    let config = load_str(yaml).unwrap();
+    let UnitKind::Pytest(py) = &config.categories["py"].kind else {
+        panic!()
+    };
+    assert_eq!(py.k.as_deref(), Some("(unit or fast) and not (slow)"));
+    assert_eq!(py.markers.as_deref(), Some("smoke or api"));
+    let UnitKind::Pytest(own) = &config.categories["own"].kind else {
+        panic!()
+    };
+    assert_eq!(
+        (own.k.as_deref(), own.markers.as_deref()),
+        (Some("mine"), Some("own"))
+    );
+}

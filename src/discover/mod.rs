@@ -2,11 +2,14 @@
 //!
 //! - [`commands`]: `command:` categories, one unit or one per matching file.
 //! - [`nextest`]: `nextest:` categories, one unit per Rust test listed by `cargo nextest list`.
+//! - [`pytest`]: `pytest:` categories, one unit per Python test collected by pytest.
 
 pub mod commands;
 pub mod nextest;
+pub mod pytest;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// How a unit is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +22,17 @@ pub enum UnitSpec {
         path: PathBuf,
         /// Arguments.
         args: Vec<String>,
+    },
+    /// One pytest test id (the unit's name), run in a batch with others of its category.
+    Pytest {
+        /// The file that defines it, absolute.
+        module: PathBuf,
+        /// pytest's rootdir at collection.
+        rootdir: Arc<PathBuf>,
+        /// The file relative to the rootdir.
+        file: String,
+        /// Line of its definition, when known.
+        line: Option<u32>,
     },
 }
 

@@ -232,6 +232,7 @@ pub fn kind_name(kind: &crate::config::UnitKind) -> &'static str {
     match kind {
         crate::config::UnitKind::Command(_) => "command",
         crate::config::UnitKind::Nextest(_) => "nextest",
+        crate::config::UnitKind::Pytest(_) => "pytest",
         crate::config::UnitKind::Missing => "none",
     }
 }

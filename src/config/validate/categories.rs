@@ -1,5 +1,5 @@
 //! Validation of `categories:` (and of the category objects of layers): exactly one of
-//! `command` / `nextest` (or none yet: `execution.default_command`, else a category
+//! `command` / `nextest` / `pytest` (or none yet: `execution.default_command`, else a category
 //! that loads but cannot run), `files` globs, timeouts, parallelism, memory limits
 //! (against each other and the global budget), retries and `depends_on` references
 //! between categories. The old format's category fields are mapped in `harness.rs`.
@@ -175,7 +175,7 @@ impl Validator<'_> {
         }
     }
 
-    /// Exactly one of `command` / `nextest`, or none (then `execution.default_command`,
+    /// Exactly one of `command` / `nextest` / `pytest`, or none (then `execution.default_command`,
     /// else [`UnitKind::Missing`]); `files` only with `command`.
     fn unit_kind(
         &mut self,
@@ -191,16 +191,39 @@ impl Validator<'_> {
             files: Vec::new(),
             exclude: Vec::new(),
         });
-        match (&c.command, &c.nextest) {
-            (Some(_), Some(nx)) => {
+        let given: Vec<(&str, Loc)> = [
+            ("command", c.command.as_ref().map(|l| l.loc)),
+            ("nextest", c.nextest.as_ref().map(|l| l.loc)),
+            ("pytest", c.pytest.as_ref().map(|l| l.loc)),
+        ]
+        .into_iter()
+        .filter_map(|(k, loc)| loc.map(|l| (k, l)))
+        .collect();
+        if given.len() > 1 {
+            let names: Vec<String> = given.iter().map(|(k, _)| format!("`{k}`")).collect();
+            let both = if names.len() == 2 {
+                format!("both {} and {}", names[0], names[1])
+            } else {
+                names.join(", ")
+            };
+            self.err(
+                given[1].1,
+                format!(
+                    "category `{n}` has {both}: expected exactly one of `command`, `nextest`, `pytest`"
+                ),
+            );
+            return placeholder;
+        }
+        if let Some(py) = &c.pytest {
+            if let Some(files) = &c.files {
                 self.err(
-                    nx.loc,
-                    format!(
-                        "category `{n}` has both `command` and `nextest`: expected exactly one"
-                    ),
+                    files.loc,
+                    format!("`files` of category `{n}` only applies to `command` categories, not `pytest`"),
                 );
-                placeholder
             }
+            return self.pytest_spec(n, py, c, filters, mappings);
+        }
+        match (&c.command, &c.nextest) {
             (None, None) => match cx.default_command {
                 Some(template) => {
                     let command = expand_template(template, n, filters);
@@ -254,7 +277,7 @@ impl Validator<'_> {
                     },
                 })
             }
-            (Some(cmd), None) => {
+            (Some(cmd), _) => {
                 let command = self
                     .non_empty(&Some(cmd.clone()), &format!("`command` of category `{n}`"))
                     .unwrap_or_default();
@@ -338,6 +361,67 @@ impl Validator<'_> {
             }
         }
         exclude
+    }
+
+    /// `pytest:`: every field optional; given strings must not be empty.
+    /// The old format's `filters` and `markers` become `-k` and `-m` where the category
+    /// sets no `k` / `markers` of its own.
+    fn pytest_spec(
+        &mut self,
+        n: &str,
+        py: &Located<RawPytest>,
+        c: &RawCategory,
+        filters: &Filters,
+        mappings: &mut Vec<Mapping>,
+    ) -> UnitKind {
+        let r = &py.value;
+        let mut text = |v: &Option<String>, field: &str| -> Option<String> {
+            let v = v.as_ref()?;
+            if v.trim().is_empty() {
+                self.err(
+                    py.loc,
+                    format!(
+                        "empty `pytest.{field}` of category `{n}`: leave it out or give a value"
+                    ),
+                );
+                return None;
+            }
+            Some(v.clone())
+        };
+        let markers = text(&r.markers, "markers");
+        let k = text(&r.k, "k");
+        let python = text(&r.python, "python").unwrap_or_else(|| "python3".to_string());
+        let paths = r.paths.clone().map(|p| p.0).unwrap_or_default();
+        if paths.iter().any(|p| p.trim().is_empty()) {
+            self.err(
+                py.loc,
+                format!(
+                    "empty path in `pytest.paths` of category `{n}`: expected a file or directory"
+                ),
+            );
+        }
+        let k = k.or_else(|| {
+            let expr = filters.expression();
+            (!expr.is_empty()).then(|| {
+                mappings.push(Mapping::new("filters", format!("pytest.k: {expr}")));
+                expr
+            })
+        });
+        let markers = markers.or_else(|| {
+            let old: Vec<String> = c.markers.clone().map(|m| m.0).unwrap_or_default();
+            (!old.is_empty()).then(|| {
+                let expr = old.join(" or ");
+                mappings.push(Mapping::new("markers", format!("pytest.markers: {expr}")));
+                expr
+            })
+        });
+        UnitKind::Pytest(PytestSpec {
+            paths,
+            markers,
+            k,
+            args: r.args.clone().unwrap_or_default(),
+            python,
+        })
     }
 }
 
