@@ -284,3 +284,44 @@ fn junit_has_one_testcase_per_test_id() {
         "{xml}"
     );
 }
+
+#[test]
+fn list_and_filter_expressions_select_test_ids() {
+    if !has_pytest() {
+        return;
+    }
+    let p = project();
+    let listed = p
+        .runner()
+        .args(["--use-layers", "unit", "--list", "--json"])
+        .args(["-E", "kind(pytest) & test(~test_params)"])
+        .run();
+    listed.assert_code(0);
+    let json: Value = serde_json::from_str(&listed.stdout).expect("--list --json is JSON");
+    let mut names: Vec<String> = json["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            assert_eq!(u["kind"], "pytest", "{u}");
+            u["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "{}", listed.stdout);
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("tests/test_params.py::test_params")),
+        "{names:?}"
+    );
+
+    let out = run(&p, "unit", &["-E", "test(~test_params)", "--jobs", "2"]);
+    let dir = p.run_dirs().pop().expect("a run directory");
+    let events = read_events(&dir.join("events.jsonl"));
+    check_stream(&events, &dir);
+    let mut planned = ids(planned_units(&events, "unit", "py"), "unit/py/");
+    planned.sort();
+    assert_eq!(planned, names, "the run plans what --list listed");
+    assert!(matches!(out.code(), 0 | 1), "{}", out.stderr);
+}
