@@ -226,6 +226,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = listed)]
     pub stress_count: Option<usize>,
 
+    /// Repeat every selected unit until this much time has passed since the first unit
+    /// started (`90s`, `10m`, `1h`; plain numbers are seconds); every unit runs at least
+    /// once. With --stress-count N, at most N iterations; else at most 1000.
+    #[arg(long, value_name = "DURATION", value_parser = stress_duration)]
+    pub stress_duration: Option<std::time::Duration>,
+
     /// Write a self-contained HTML report (totals, failures, slowest units, a timeline per slot) to this file.
     #[arg(long, value_name = "PATH")]
     pub html: Option<PathBuf>,
@@ -335,6 +341,24 @@ fn timeout_minutes(s: &str) -> Result<f64, String> {
 /// `--websocket-linger SECONDS`.
 fn linger_seconds(s: &str) -> Result<u64, String> {
     bounds::LINGER_SECONDS.parse_int(s).map(|n| n as u64)
+}
+
+/// `--stress-duration 90s|10m|1h|SECONDS`.
+fn stress_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1.0),
+        Some((i, 'm')) => (&s[..i], 60.0),
+        Some((i, 'h')) => (&s[..i], 3600.0),
+        _ => (s, 1.0),
+    };
+    let seconds = bounds::TIMEOUT_SECONDS
+        .parse(number)
+        .map_err(|e| format!("{e} (a number of seconds, or with `s`, `m` or `h`)"))?
+        * unit;
+    bounds::TIMEOUT_SECONDS
+        .check_duration(bounds::Number::Float(seconds))
+        .map_err(|e| e.for_cli())
 }
 
 /// `--background-results N`, `history --slowest N`.

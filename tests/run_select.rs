@@ -325,3 +325,51 @@ layers:
         "a stress run is not recorded in history"
     );
 }
+
+#[test]
+fn stress_duration_stops_starting_iterations_once_it_has_passed() {
+    let project = Project::new();
+    project.file("slow.sh", "sleep 0.3\n");
+    project.layers(
+        r#"
+version: 1
+categories:
+  c: { command: "sh {file}", files: ["*.sh"] }
+layers:
+  - { name: l, categories: [c] }
+"#,
+    );
+    let out = project
+        .runner()
+        .args(["--use-layers", "l", "--jobs", "1"])
+        .args(["--stress-duration", "1s", "--stress-count", "50"])
+        .run();
+    out.assert_code(0);
+    let dir = project.run_dirs().pop().expect("a run directory");
+    let events = read_events(&dir.join("events.jsonl"));
+    let finished = events
+        .iter()
+        .filter(|e| e["type"] == "test_finished" && e["outcome"] == "passed")
+        .count();
+    let skipped: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "test_skipped")
+        .collect();
+    // The first iteration always runs; 50 of 0.3 s cannot fit in one second; every
+    // iteration ends with exactly one outcome.
+    assert!(finished >= 1 && !skipped.is_empty(), "{out}");
+    assert_eq!(finished + skipped.len(), 50, "{out}");
+    assert!(
+        skipped
+            .iter()
+            .all(|e| e["reason"] == "--stress-duration has passed"),
+        "{skipped:?}"
+    );
+    out.assert_stderr_contains("stress: 50 iterations of 1 units");
+
+    project
+        .runner()
+        .args(["--use-layers", "l", "--stress-duration", "0"])
+        .run()
+        .assert_code(2);
+}

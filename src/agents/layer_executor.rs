@@ -79,6 +79,9 @@ pub struct RunContext {
     pub health: Arc<Health>,
     /// What history says about each unit: start order and memory estimates.
     pub hints: Arc<Hints>,
+    /// `--stress-duration`: past this instant, no further iteration (after each unit's
+    /// first) starts; they are skipped.
+    pub stress_deadline: Option<tokio::time::Instant>,
 }
 
 impl RunContext {
@@ -495,6 +498,18 @@ async fn run_category(
                 });
                 continue;
             };
+            if ctx
+                .stress_deadline
+                .is_some_and(|d| tokio::time::Instant::now() >= d)
+                && crate::discover::stress_iteration(&unit.id).is_some_and(|(_, k)| k > 1)
+            {
+                drop(permits);
+                ctx.emit(EventKind::TestSkipped {
+                    unit: unit.id.clone(),
+                    reason: "--stress-duration has passed".into(),
+                });
+                continue;
+            }
             let run = Arc::clone(run);
             let id = unit.id.clone();
             let unit = unit.clone();

@@ -394,7 +394,7 @@ impl OutOfRange {
 
     /// The message for a command-line value (clap prints the value and the flag; the
     /// zero help speaks of configuration keys, so it is left out).
-    fn for_cli(&self) -> String {
+    pub(crate) fn for_cli(&self) -> String {
         format!("expected {}", self.range)
     }
 }

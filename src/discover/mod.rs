@@ -64,3 +64,12 @@ impl Unit {
         format!("{layer}/{category}/{name}")
     }
 }
+
+/// A stress iteration's id or name split into the unit it repeats and its iteration
+/// number (`a/b/c [3/10]` -> (`a/b/c`, 3)); `None` for an id that is no iteration.
+pub fn stress_iteration(id: &str) -> Option<(&str, usize)> {
+    let i = id.rfind(" [")?;
+    let (k, n) = id.strip_suffix(']')?.get(i + 2..)?.split_once('/')?;
+    n.parse::<usize>().ok()?;
+    Some((&id[..i], k.parse().ok()?))
+}

@@ -354,6 +354,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         launcher: Arc::new(crate::exec::Processes),
         health: Arc::clone(&executor_health),
         hints,
+        stress_deadline: cli.stress_duration.map(|d| tokio::time::Instant::now() + d),
     });
     if interrupted_while_planning {
         ctx.stop(StopCause::Interrupted);
@@ -476,7 +477,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     // results: that is the run's failure (exit 3), and the summary says so.
     let root = config.root.clone();
     let store_was_readable = history.warning.is_none();
-    let stress = cli.stress_count.filter(|&n| n > 1);
+    let stress = stress::iterations(cli);
     if let Some(count) = stress {
         for line in stress::report(&summary, count) {
             eprintln!("{line}");

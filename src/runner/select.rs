@@ -76,11 +76,17 @@ pub fn select(cli: &Cli, config: &Config, mut plan: Plan, filter: Option<&Filter
             )),
         }
     }
-    if let Some(count) = cli.stress_count.filter(|&n| n > 1) {
+    if let Some(count) = super::stress::iterations(cli) {
         super::stress::expand(&mut plan, count);
-        plan.warnings.push(format!(
-            "--stress-count {count}: every unit runs {count} times (not recorded in history)"
-        ));
+        plan.warnings.push(match cli.stress_duration {
+            Some(d) => format!(
+                "--stress-duration {}s: every unit runs until then, at most {count} times (not recorded in history)",
+                d.as_secs_f64()
+            ),
+            None => format!(
+                "--stress-count {count}: every unit runs {count} times (not recorded in history)"
+            ),
+        });
     }
     Selected {
         plan,

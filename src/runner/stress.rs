@@ -14,11 +14,23 @@ use std::collections::BTreeMap;
 use crate::event::{Outcome, RunState};
 use crate::plan::Plan;
 
+/// Iterations per unit that `--stress-count` and `--stress-duration` ask for: the count,
+/// or with a duration at most the count (else [`DURATION_MAX_ITERATIONS`]); `None` when
+/// no stress run was asked for.
+pub fn iterations(cli: &crate::cli::Cli) -> Option<usize> {
+    match (cli.stress_count, cli.stress_duration) {
+        (count, Some(_)) => Some(count.unwrap_or(DURATION_MAX_ITERATIONS).max(1)),
+        (Some(n), None) if n > 1 => Some(n),
+        _ => None,
+    }
+}
+
+/// Iterations planned per unit for `--stress-duration` without `--stress-count`: those
+/// not started when the duration has passed are skipped.
+pub const DURATION_MAX_ITERATIONS: usize = 1000;
+
 /// Replaces every unit of `plan` by `count` iterations of it.
 pub fn expand(plan: &mut Plan, count: usize) {
-    if count <= 1 {
-        return;
-    }
     for layer in plan
         .stages
         .iter_mut()
@@ -26,6 +38,10 @@ pub fn expand(plan: &mut Plan, count: usize) {
         .chain(plan.background.iter_mut())
     {
         for cat in &mut layer.categories {
+            // pytest runs its test ids in batches, by their own ids: not repeated.
+            if matches!(cat.category.kind, crate::config::UnitKind::Pytest(_)) {
+                continue;
+            }
             let mut out = Vec::with_capacity(cat.units.len() * count);
             for k in 1..=count {
                 for u in &cat.units {
@@ -42,10 +58,7 @@ pub fn expand(plan: &mut Plan, count: usize) {
 
 /// The unit id an iteration's id stands for (`a/b/c [3/10]` -> `a/b/c`).
 pub fn base_id(id: &str) -> &str {
-    match id.rfind(" [") {
-        Some(i) if id.ends_with(']') && id[i + 2..id.len() - 1].contains('/') => &id[..i],
-        _ => id,
-    }
+    crate::discover::stress_iteration(id).map_or(id, |(base, _)| base)
 }
 
 /// Passes and failures of one unit over its iterations.
@@ -134,5 +147,10 @@ mod tests {
         assert_eq!(base_id("l/c/t.sh"), "l/c/t.sh");
         assert_eq!(base_id("l/c/weird [x]"), "l/c/weird [x]");
         assert_eq!(base_id("l/c/a [1/2] [2/2]"), "l/c/a [1/2]");
+        assert_eq!(
+            crate::discover::stress_iteration("l/c/t [3/10]"),
+            Some(("l/c/t", 3))
+        );
+        assert_eq!(crate::discover::stress_iteration("l/c/t [x/10]"), None);
     }
 }

@@ -154,6 +154,7 @@ async fn run_with(
         decisions: decisions_tx,
         health: Health::new(names::EXECUTOR),
         hints: Arc::new(Hints::default()),
+        stress_deadline: None,
         launcher: Arc::new(Scripted {
             t0: Instant::now(),
             starts: Arc::clone(&starts),
