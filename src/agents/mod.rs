@@ -17,6 +17,7 @@
 
 pub mod external;
 pub mod layer_executor;
+pub mod layer_run;
 pub mod layer_worker;
 pub mod progress_streamer;
 mod pytest_batches;

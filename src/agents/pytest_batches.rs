@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::layer_executor::{
+use super::layer_run::{
     LayerRun, Ticket, ask_fail_fast, category_stop_text, file_safe, pass_gates, retry_backoff,
 };
 use super::names;
@@ -822,7 +822,7 @@ impl Job<'_> {
 
 /// A test's one `test_finished`, without a retry.
 fn finish(
-    ctx: &super::layer_executor::RunContext,
+    ctx: &super::layer_run::RunContext,
     unit: &Unit,
     attempt: u32,
     outcome: Outcome,

@@ -342,6 +342,30 @@ pub struct PytestSpec {
     pub python: String,
 }
 
+/// Why a `files:` pattern is refused at load, or `None` when it stays inside the
+/// directory it is relative to: absolute patterns, and patterns whose `..` components
+/// climb above their start, would run units on files outside the project (and `/**`
+/// walks the whole filesystem).
+pub fn pattern_escapes(pattern: &str) -> Option<&'static str> {
+    if std::path::Path::new(pattern).is_absolute() || pattern.starts_with('~') {
+        return Some("an absolute path");
+    }
+    let mut depth = 0i64;
+    for part in pattern.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Some("a path that leaves the configuration's directory (`..`)");
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    None
+}
+
 /// `command:` categories.
 #[derive(Debug, Clone, Serialize)]
 pub struct CommandSpec {

@@ -52,30 +52,6 @@ const MATCH: glob::MatchOptions = glob::MatchOptions {
     require_literal_leading_dot: false,
 };
 
-/// Why a `files:` pattern is refused at load, or `None` when it stays inside the
-/// directory it is relative to: absolute patterns, and patterns whose `..` components
-/// climb above their start, would run units on files outside the project (and `/**`
-/// walks the whole filesystem).
-pub fn pattern_escapes(pattern: &str) -> Option<&'static str> {
-    if Path::new(pattern).is_absolute() || pattern.starts_with('~') {
-        return Some("an absolute path");
-    }
-    let mut depth = 0i64;
-    for part in pattern.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return Some("a path that leaves the configuration's directory (`..`)");
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    None
-}
-
 /// Files under `base` matching any of `patterns` and none of `exclude`, relative to
 /// `base`, sorted, each file once.
 ///
@@ -96,7 +72,7 @@ pub fn matching_files(
     let exclude = exclude.iter().map(compile).collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
     for pattern in patterns {
-        if let Some(why) = pattern_escapes(pattern) {
+        if let Some(why) = crate::config::pattern_escapes(pattern) {
             return Err(format!("glob `{pattern}` is {why}"));
         }
         let compiled = compile(pattern)?;
@@ -272,10 +248,10 @@ mod tests {
     #[test]
     fn absolute_and_escaping_patterns_are_refused() {
         for p in ["/**/*.x", "../../etc/host*", "tests/../../x", "~/x"] {
-            assert!(pattern_escapes(p).is_some(), "{p}");
+            assert!(crate::config::pattern_escapes(p).is_some(), "{p}");
         }
         for p in ["tests/**/*.py", "./t/*.sh", "a/../b/*.sh", "*.sh"] {
-            assert_eq!(pattern_escapes(p), None, "{p}");
+            assert_eq!(crate::config::pattern_escapes(p), None, "{p}");
         }
         assert!(matching_files(Path::new("/"), &["/etc/host*".into()], &[]).is_err());
     }

@@ -191,7 +191,7 @@ impl unix::Targets for OrphanTrees {
 pub(crate) async fn stop(mut trees: OrphanTrees, grace: Duration) {
     unix::terminate_targets(&mut trees, grace, std::future::pending()).await;
     trees.reap();
-    super::reaper::reap_adopted_orphans();
+    reap_adopted_orphans();
 }
 
 /// Stops every live orphan adopted since the runner became a child subreaper, with
@@ -208,7 +208,7 @@ pub async fn sweep_adopted(grace: Duration) -> Vec<LeakedProcess> {
         .filter(|p| p.ppid == me && p.is_live() && p.start_time >= since)
         .collect();
     if roots.is_empty() {
-        super::reaper::reap_adopted_orphans();
+        reap_adopted_orphans();
         return Vec::new();
     }
     let trees = OrphanTrees::new(roots);
@@ -219,4 +219,17 @@ pub async fn sweep_adopted(grace: Duration) -> Vec<LeakedProcess> {
     );
     stop(trees, grace).await;
     stopped
+}
+
+/// Reaps adopted orphans that have exited: `waitpid(pid, WNOHANG)` on each child of the
+/// runner's main thread that is not a unit leader. Returns how many were reaped.
+///
+/// One read of the runner's own `children` file, no scan.
+pub fn reap_adopted_orphans() -> usize {
+    let leaders = registry().leaders.clone();
+    adopted()
+        .into_iter()
+        .filter(|pid| !leaders.contains(pid))
+        .filter(|pid| unix::reap_nohang(*pid))
+        .count()
 }

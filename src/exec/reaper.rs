@@ -13,7 +13,7 @@
 //! pid, and never a registered unit leader.
 //!
 //! Unit leaders are reaped inline by [`run_unit`](super::run_unit) (it awaits a pidfd),
-//! so nothing here runs per unit: [`reap_adopted_orphans`] is for the slow path (after
+//! so nothing here runs per unit: [`orphans::reap_adopted_orphans`] is for the slow path (after
 //! orphans were stopped), the end of a run, and [`reap_orphans_until`].
 
 use std::io;
@@ -26,7 +26,7 @@ use super::{orphans, procfs, unix};
 
 /// Makes the runner a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`) on Linux; does
 /// nothing elsewhere. Affects the whole process, for the rest of its life: call it once at
-/// startup. Orphans adopted this way are reaped by [`reap_adopted_orphans`].
+/// startup. Orphans adopted this way are reaped by [`orphans::reap_adopted_orphans`].
 ///
 /// # Errors
 ///
@@ -60,20 +60,7 @@ pub(crate) fn unit_finished(pgid: u32) {
     registry().tokens.remove(&pgid);
 }
 
-/// Reaps adopted orphans that have exited: `waitpid(pid, WNOHANG)` on each child of the
-/// runner's main thread that is not a unit leader. Returns how many were reaped.
-///
-/// One read of the runner's own `children` file, no scan.
-pub fn reap_adopted_orphans() -> usize {
-    let leaders = registry().leaders.clone();
-    orphans::adopted()
-        .into_iter()
-        .filter(|pid| !leaders.contains(pid))
-        .filter(|pid| unix::reap_nohang(*pid))
-        .count()
-}
-
-/// Runs [`reap_adopted_orphans`] on every SIGCHLD and at least every `period`, until
+/// Runs [`orphans::reap_adopted_orphans`] on every SIGCHLD and at least every `period`, until
 /// `shutdown` is cancelled.
 pub async fn reap_orphans_until(period: Duration, shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -89,7 +76,7 @@ pub async fn reap_orphans_until(period: Duration, shutdown: CancellationToken) {
                 }
             } => {}
         }
-        reap_adopted_orphans();
+        orphans::reap_adopted_orphans();
     }
 }
 
@@ -111,7 +98,7 @@ mod tests {
         while procfs::read_stat(pid).is_some_and(|p| p.is_live()) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        reap_adopted_orphans();
+        orphans::reap_adopted_orphans();
         assert_eq!(child.wait().unwrap().code(), Some(7));
     }
 
@@ -126,7 +113,7 @@ mod tests {
         while procfs::read_stat(pid).is_some_and(|p| p.is_live()) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        reap_adopted_orphans();
+        orphans::reap_adopted_orphans();
         assert_eq!(child.wait().unwrap().code(), Some(3));
         leader_reaped(pid);
         unit_finished(pid);

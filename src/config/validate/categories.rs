@@ -313,7 +313,7 @@ impl Validator<'_> {
                 glob.loc,
                 format!("empty glob in `files` of category `{n}`: expected a pattern such as `tests/**/test_*.py`"),
                     );
-                } else if let Some(why) = crate::discover::commands::pattern_escapes(&glob.value) {
+                } else if let Some(why) = crate::config::pattern_escapes(&glob.value) {
                     self.err(
                         glob.loc,
                         format!(
