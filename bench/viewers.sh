@@ -39,7 +39,7 @@ YAML
 
 latest() { ls -d "$work"/p/.runner/runs/*/ 2>/dev/null | sort | tail -1; }
 
-# run MODE (none | viewers): prints "layer_ms events_per_viewer resyncs p50_ms p99_ms viewers_cpu_s".
+# run MODE (none | viewers): prints "layer_ms runner_cpu_ms events_per_viewer resyncs p50_ms p99_ms viewers_cpu_s".
 run() {
     local mode=$1 before
     rm -f "$work/p/gate"
@@ -64,22 +64,24 @@ print(j["events_min"], j["resyncs"], j["latency_ms_p50"], j["latency_ms_p99"], r
     wait "$pid" || true
     local ms
     ms=$(python3 -c 'import json,sys
+c = json.load(open(sys.argv[1] + "summary.json")).get("runner_cost") or {}
 for l in open(sys.argv[1] + "events.jsonl"):
     e = json.loads(l)
-    if e["type"] == "layer_finished" and e["layer"] == "main": print(e["duration_ms"])' "$(latest)")
+    if e["type"] == "layer_finished" and e["layer"] == "main":
+        print(e["duration_ms"], c.get("user_ms", 0) + c.get("system_ms", 0))' "$(latest)")
     echo "$ms $stats"
 }
 
-none=(); viewers=()
+none=(); viewers=(); none_cpu=(); viewers_cpu=()
 for r in $(seq 1 "$REPEAT"); do
-    read -r m _ _ _ _ _ < <(run none); none+=("$m")
-    read -r v ev rs p50 p99 cpu < <(run viewers); viewers+=("$v")
-    echo "round $r: no viewers ${m} ms, $VIEWERS viewers ${v} ms (events per viewer $ev, resyncs $rs, latency p50 $p50 ms p99 $p99 ms, viewers' CPU $cpu s)" >&2
+    read -r m mc _ _ _ _ _ < <(run none); none+=("$m"); none_cpu+=("$mc")
+    read -r v vc ev rs p50 p99 cpu < <(run viewers); viewers+=("$v"); viewers_cpu+=("$vc")
+    echo "round $r: no viewers ${m} ms (runner CPU ${mc} ms), $VIEWERS viewers ${v} ms (runner CPU ${vc} ms; events per viewer $ev, resyncs $rs, latency p50 $p50 ms p99 $p99 ms, viewers' CPU $cpu s)" >&2
 done
-python3 - "${none[*]}" "${viewers[*]}" <<'PY'
+python3 - "${none[*]}" "${viewers[*]}" "${none_cpu[*]}" "${viewers_cpu[*]}" <<'PY'
 import statistics, sys
-none = [float(x) for x in sys.argv[1].split()]
-viewers = [float(x) for x in sys.argv[2].split()]
+none, viewers, none_cpu, viewers_cpu = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+print(f"runner's own CPU: no viewers median {statistics.median(none_cpu):.0f} ms, viewers median {statistics.median(viewers_cpu):.0f} ms")
 ratios = [v / n for n, v in zip(none, viewers)]
 print(f"no viewers: median {statistics.median(none):.0f} ms  {none}")
 print(f"viewers:    median {statistics.median(viewers):.0f} ms  {viewers}")
