@@ -3,10 +3,14 @@
 //! The hub is an actor. It owns the only bus subscription of the server, folds the
 //! events into its own `RunState` (for snapshots), serializes each event once
 //! (redacted) and keeps the last `ring_size` of them for `since_seq` resumption.
-//! Each client has a bounded queue; the hub only ever `try_send`s into it, so a
-//! client that does not keep up never delays the hub, the run or other clients:
-//! when its queue is full the hub flags it `lagged` and stops feeding it, and the
-//! client's session resubscribes (a resync snapshot) or gives up on it.
+//! Clients are fed per tick, not per event: the frames published within one
+//! [`TICK`] go to every client as one shared [`Batch`] (one queue push and one
+//! wake per client per tick; the first event after a quiet spell goes out at
+//! once). Each client's queue is bounded in frames; the hub never waits on it, so
+//! a client that does not keep up never delays the hub, the run or other clients:
+//! when its queue is full the hub gives it what fits, flags it `lagged` and stops
+//! feeding it, and the client's session resubscribes (a resync snapshot) or gives
+//! up on it.
 //!
 //! Subscribing goes through the hub's command channel, so a new client's first
 //! message (snapshot or resume acknowledgement) and its live events are cut at the
@@ -14,11 +18,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{SnapshotReason, resume_text, snapshot_text};
@@ -49,13 +55,62 @@ impl Frame {
     }
 }
 
+/// While events keep coming, clients are fed at most this often.
+pub const TICK: Duration = Duration::from_millis(8);
+
+/// The frames of one tick, shared by every client (`end`: how many of them this
+/// client gets; fewer than all only for the last batch of a client that lagged).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    frames: Arc<[Frame]>,
+    end: usize,
+}
+
+impl Batch {
+    /// The frames, in `seq` order.
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames[..self.end]
+    }
+}
+
+/// A client's live queue: batches, bounded in frames by the hub.
+#[derive(Debug)]
+pub struct Live {
+    rx: mpsc::UnboundedReceiver<Batch>,
+    queued: Arc<AtomicUsize>,
+    /// A batch being read frame by frame ([`Live::recv`]) and the next index.
+    current: Option<(Batch, usize)>,
+}
+
+impl Live {
+    /// The next batch; `None` when the queue ended (run over, or lagged).
+    pub async fn recv_batch(&mut self) -> Option<Batch> {
+        let batch = self.rx.recv().await?;
+        self.queued.fetch_sub(batch.end, Ordering::AcqRel);
+        Some(batch)
+    }
+
+    /// The next frame; `None` when the queue ended.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((batch, i)) = &mut self.current
+                && let Some(frame) = batch.frames().get(*i)
+            {
+                *i += 1;
+                return Some(frame.clone());
+            }
+            self.current = Some((self.recv_batch().await?, 0));
+        }
+    }
+}
+
 /// What a subscriber gets: its first messages, then a live queue.
 #[derive(Debug)]
 pub struct Feed {
     /// A snapshot, or a resume acknowledgement followed by the replayed events.
     pub first: Vec<Frame>,
     /// Live events, bounded; `None` when the run is over (nothing more will come).
-    pub live: Option<mpsc::Receiver<Frame>>,
+    pub live: Option<Live>,
     /// Set by the hub when the queue overflowed and it stopped feeding it.
     pub lagged: Arc<AtomicBool>,
 }
@@ -131,7 +186,9 @@ pub struct HubTask {
 }
 
 struct Client {
-    tx: mpsc::Sender<Frame>,
+    tx: mpsc::UnboundedSender<Batch>,
+    /// Frames sent and not yet received by the session.
+    queued: Arc<AtomicUsize>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -142,6 +199,11 @@ struct Hub {
     ring: VecDeque<Frame>,
     limits: HubLimits,
     clients: Vec<Client>,
+    /// Frames published since the last feed of the clients.
+    pending: Vec<Frame>,
+    /// When the pending frames go out (`None`: nothing pending).
+    feed_at: Option<Instant>,
+    last_feed: Option<Instant>,
     redactor: Arc<Redactor>,
     snapshots: HashMap<SnapshotReason, (u64, Utf8Bytes)>,
     live: bool,
@@ -169,6 +231,9 @@ pub fn spawn(
             ring_size: limits.ring_size.max(1),
         },
         clients: Vec::new(),
+        pending: Vec::new(),
+        feed_at: None,
+        last_feed: None,
         redactor,
         snapshots: HashMap::new(),
         live: true,
@@ -193,10 +258,14 @@ impl Hub {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(self.feed_at.unwrap_or_else(Instant::now)), if self.feed_at.is_some() => {
+                    self.feed_clients();
+                }
                 event = events.recv(), if self.live => match event {
                     Some(event) => self.publish(&event),
                     None => {
                         self.live = false;
+                        self.feed_clients();
                         // Dropping the senders ends every live queue once drained.
                         self.clients.clear();
                         let _ = drained.send(true);
@@ -233,15 +302,51 @@ impl Hub {
         }
         self.ring.push_back(frame.clone());
         self.stats.events.fetch_add(1, Ordering::Relaxed);
+        if self.clients.is_empty() {
+            return;
+        }
+        self.pending.push(frame);
+        if self.feed_at.is_none() {
+            let now = Instant::now();
+            let at = self.last_feed.map_or(now, |last| (last + TICK).max(now));
+            if at <= now {
+                self.feed_clients();
+            } else {
+                self.feed_at = Some(at);
+            }
+        }
+    }
+
+    /// Send the pending frames to every client as one shared batch.
+    fn feed_clients(&mut self) {
+        self.feed_at = None;
+        if self.pending.is_empty() {
+            return;
+        }
+        self.last_feed = Some(Instant::now());
+        let frames: Arc<[Frame]> = std::mem::take(&mut self.pending).into();
+        let limit = self.limits.client_queue;
         let stats = &self.stats;
-        self.clients.retain(|c| match c.tx.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        self.clients.retain(|c| {
+            let queued = c.queued.load(Ordering::Acquire);
+            let room = limit.saturating_sub(queued);
+            let end = frames.len().min(room);
+            if end > 0 {
+                c.queued.fetch_add(end, Ordering::AcqRel);
+                let batch = Batch {
+                    frames: Arc::clone(&frames),
+                    end,
+                };
+                if c.tx.send(batch).is_err() {
+                    return false;
+                }
+            }
+            if end < frames.len() {
                 c.lagged.store(true, Ordering::Release);
                 stats.lagged.fetch_add(1, Ordering::Relaxed);
-                false
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            true
         });
     }
 
@@ -271,6 +376,8 @@ impl Hub {
     }
 
     fn subscribe(&mut self, since_seq: Option<u64>, reason: SnapshotReason) -> Feed {
+        // Cut here: the clients so far get everything up to now, the new one starts after.
+        self.feed_clients();
         let seq = self.state.seq;
         let first = match since_seq {
             None => vec![self.snapshot(reason)],
@@ -297,12 +404,18 @@ impl Hub {
         };
         let lagged = Arc::new(AtomicBool::new(false));
         let live = self.live.then(|| {
-            let (tx, rx) = mpsc::channel(self.limits.client_queue);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let queued = Arc::new(AtomicUsize::new(0));
             self.clients.push(Client {
                 tx,
+                queued: Arc::clone(&queued),
                 lagged: Arc::clone(&lagged),
             });
-            rx
+            Live {
+                rx,
+                queued,
+                current: None,
+            }
         });
         Feed {
             first,

@@ -1,9 +1,8 @@
 //! One WebSocket client: its first messages, its live queue, its requests.
 //!
 //! A session subscribes to the hub, sends the snapshot (or the resume
-//! acknowledgement and the replayed events), then forwards its live queue in
-//! batches (fed, then flushed once): while events keep coming, at most one write
-//! per [`FLUSH_EVERY`], the first event after a quiet spell at once. It reads the
+//! acknowledgement and the replayed events), then forwards its live queue one
+//! hub batch at a time (fed, then flushed once: one write per hub tick). It reads the
 //! client's messages at the same time: `{"since_seq":N}` restarts the stream after
 //! `N`, `{"thread_id":"..."}` sets the filter, anything else is ignored. When the
 //! hub flags the queue as lagged the session resubscribes with a resync snapshot,
@@ -28,12 +27,6 @@ pub const MAX_RESYNCS: u32 = 3;
 
 /// A client that kept up this long since its last resync starts with a clean slate.
 const RESYNC_WINDOW: Duration = Duration::from_secs(60);
-
-/// Frames sent before one flush.
-const BATCH: usize = 256;
-
-/// While events keep coming, a client's socket is written at most this often.
-const FLUSH_EVERY: Duration = Duration::from_millis(4);
 
 /// Close codes (RFC 6455).
 mod close {
@@ -103,7 +96,6 @@ pub async fn run(
     let mut request = (params.since_seq, SnapshotReason::Connect);
     let mut resyncs = 0;
     let mut last_resync: Option<Instant> = None;
-    let mut last_flush: Option<Instant> = None;
     'subscribe: loop {
         let Some(sub) = hub.subscribe(request.0, request.1).await else {
             close(&mut ws, close::GOING_AWAY, "server shutting down").await;
@@ -139,33 +131,18 @@ pub async fn run(
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                     Some(Ok(_)) => {}
                 },
-                frame = live.recv() => match frame {
-                    Some(frame) => {
-                        // While events keep coming, write at most once per FLUSH_EVERY:
-                        // the first event after a quiet spell goes out at once, a busy
-                        // stream in batches (one write and one wake for many events).
-                        if let Some(at) = last_flush {
-                            let since = at.elapsed();
-                            if since < FLUSH_EVERY {
-                                tokio::select! {
-                                    _ = &mut cancelled => return finish(&mut ws, Stop::Shutdown).await,
-                                    _ = tokio::time::sleep(FLUSH_EVERY - since) => {}
-                                }
-                            }
-                        }
-                        if let Err(stop) = feed(&mut ws, &frame, filter.as_deref(), &shutdown).await {
-                            return finish(&mut ws, stop).await;
-                        }
-                        for _ in 1..BATCH {
-                            let Ok(frame) = live.try_recv() else { break };
-                            if let Err(stop) = feed(&mut ws, &frame, filter.as_deref(), &shutdown).await {
+                batch = live.recv_batch() => match batch {
+                    Some(batch) => {
+                        // The hub sends one batch per tick: one write and one wake for
+                        // all the events of the tick.
+                        for frame in batch.frames() {
+                            if let Err(stop) = feed(&mut ws, frame, filter.as_deref(), &shutdown).await {
                                 return finish(&mut ws, stop).await;
                             }
                         }
                         if let Err(stop) = guarded(&shutdown, ws.flush()).await {
                             return finish(&mut ws, stop).await;
                         }
-                        last_flush = Some(Instant::now());
                     }
                     None if sub.lagged.load(Ordering::Acquire) => {
                         if last_resync.is_some_and(|at| at.elapsed() > RESYNC_WINDOW) {
