@@ -98,6 +98,12 @@ impl EventBus {
         inner
             .subscribers
             .retain(|tx| tx.send(Arc::clone(&event)).is_ok());
+        // `run_finished` is the last event: the bus closes with it, under the same lock,
+        // so no sample or late report can follow it.
+        if matches!(event.kind, EventKind::RunFinished { .. }) {
+            inner.closed = true;
+            inner.subscribers.clear();
+        }
         inner.seq
     }
 
@@ -156,5 +162,25 @@ mod tests {
         let ts = now_rfc3339();
         assert!(ts.parse::<jiff::Timestamp>().is_ok(), "{ts}");
         assert!(ts.ends_with('Z'));
+    }
+
+    #[test]
+    fn nothing_follows_run_finished() {
+        let bus = EventBus::new("r", None);
+        let mut rx = bus.subscribe();
+        bus.emit(
+            "c",
+            EventKind::RunFinished {
+                outcome: crate::event::RunOutcome::Passed,
+                exit_code: 0,
+                duration_ms: 1,
+            },
+        );
+        bus.emit("a", EventKind::ResourceResumed);
+        let mut types = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            types.push(e.seq);
+        }
+        assert_eq!(types, vec![1], "only run_finished");
     }
 }
