@@ -617,23 +617,6 @@ fn judge(r: ExecResult, cat: &Category, run: &LayerRun) -> (Outcome, Report) {
     (outcome, report)
 }
 
-/// The last `max` bytes of output as text, cut at a line start when possible.
-fn tail_text(r: &ExecResult, max: usize) -> String {
-    let text = r.output.text_lossy();
-    if text.len() <= max {
-        return text;
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let cut = &text[start..];
-    match cut.find('\n') {
-        Some(nl) if nl + 1 < cut.len() => cut[nl + 1..].to_string(),
-        _ => cut.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

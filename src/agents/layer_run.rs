@@ -405,6 +405,23 @@ pub(super) fn file_safe(id: &str) -> String {
     format!("{}-{hash:016x}", &safe[..MAX_FILE_STEM - 17])
 }
 
+/// The last `max` bytes of output as text, cut at a line start when possible.
+pub(super) fn tail_text(r: &crate::exec::ExecResult, max: usize) -> String {
+    let text = r.output.text_lossy();
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let cut = &text[start..];
+    match cut.find('\n') {
+        Some(nl) if nl + 1 < cut.len() => cut[nl + 1..].to_string(),
+        _ => cut.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::layer_run::{
     LayerRun, Ticket, ask_fail_fast, category_stop_text, file_safe, pass_gates, retry_backoff,
+    tail_text,
 };
 use super::names;
 use crate::config::{Category, PytestSpec};
@@ -658,7 +659,7 @@ impl Job<'_> {
                 return f.end;
             }
         };
-        let tail = tail_of(&result);
+        let tail = tail_text(&result, TAIL_BYTES);
         let running = f.progress.iter().position(|p| *p == Progress::Running);
         // The test that was running when the batch ended takes the batch's fate.
         if let Some(k) = running {
@@ -843,21 +844,4 @@ fn finish(
         output_tail,
         log: None,
     });
-}
-
-/// The end of a batch's output, cut at a line start.
-fn tail_of(r: &ExecResult) -> String {
-    let text = r.output.text_lossy();
-    if text.len() <= TAIL_BYTES {
-        return text;
-    }
-    let mut start = text.len() - TAIL_BYTES;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let cut = &text[start..];
-    match cut.find('\n') {
-        Some(nl) if nl + 1 < cut.len() => cut[nl + 1..].to_string(),
-        _ => cut.to_string(),
-    }
 }

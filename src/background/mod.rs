@@ -24,7 +24,7 @@
 pub mod commands;
 pub mod launch;
 pub mod state;
-mod sweep;
+pub(crate) mod sweep;
 pub mod worker;
 
 use std::path::{Path, PathBuf};

@@ -10,9 +10,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
+// One re-checked signal (pid and start time) for dead runs and background runs alike.
+use crate::background::sweep::signal;
 use crate::exec::procfs::{self, ProcInfo};
 
 /// The processes of a run whose runner is gone.
@@ -74,17 +75,6 @@ fn members_in(
     let mut found: Vec<(u32, u64)> = found.into_iter().collect();
     found.sort_unstable();
     found
-}
-
-/// Signals `pid` if it is still the process that started at `start_time`.
-fn signal(pid: u32, start_time: u64, sig: Signal) {
-    let Ok(raw) = i32::try_from(pid) else { return };
-    if let Some(now) = procfs::read_stat(pid)
-        && now.start_time == start_time
-        && now.is_live()
-    {
-        let _ = kill(Pid::from_raw(raw), sig);
-    }
 }
 
 impl crate::exec::Targets for RunLeftovers {
