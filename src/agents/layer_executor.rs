@@ -153,8 +153,7 @@ pub async fn run_layer(
                     blocked = Some(format!("depends on category `{other}`, which failed"));
                 }
             }
-            let pc = &run.planned.categories[i];
-            let passed = run_category(&run, pc, blocked, primed).await;
+            let passed = run_category(&run, i, blocked, primed).await;
             let _ = tx.send(Some(passed));
             name
         });
@@ -201,15 +200,20 @@ fn group_indices(categories: &[PlannedCategory], mode: LayerMode) -> Vec<usize> 
     }
 }
 
-/// Run a category's units; returns whether none failed. `primed`: the first unit's
-/// place in the start order, entered when the layer started.
+/// Run the units of the layer's category `ci`; returns whether none failed. `primed`:
+/// the first unit's place in the start order, entered when the layer started.
+///
+/// A unit's task borrows its unit and category from the shared [`LayerRun`] by index
+/// (nothing is copied per unit), and finished tasks are joined as new ones start, so a
+/// category of 100,000 units holds only the tasks that are running.
 async fn run_category(
     run: &Arc<LayerRun>,
-    pc: &PlannedCategory,
+    ci: usize,
     blocked: Option<String>,
     mut primed: Option<Ticket>,
 ) -> bool {
     let ctx = &run.ctx;
+    let pc = &run.planned.categories[ci];
     let cat = &pc.category;
     ctx.emit(EventKind::CategoryStarted {
         layer: run.name().to_string(),
@@ -237,8 +241,23 @@ async fn run_category(
         .await;
     } else {
         let mut tasks = JoinSet::new();
-        let mut task_units: HashMap<tokio::task::Id, String> = HashMap::new();
-        for unit in &pc.units {
+        let mut task_units: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let joined = |joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+                      task_units: &mut HashMap<tokio::task::Id, usize>| {
+            let id = match &joined {
+                Ok((id, ())) => *id,
+                Err(e) => e.id(),
+            };
+            let unit = task_units.remove(&id).map(|ui| pc.units[ui].id.as_str());
+            if let Err(e) = joined {
+                ctx.fault(
+                    names::EXECUTOR,
+                    format!("the unit's task failed: {e}"),
+                    unit,
+                );
+            }
+        };
+        for (ui, unit) in pc.units.iter().enumerate() {
             if let Some(reason) = &unit.skip {
                 // Known at planning (an ignored Rust test): never started.
                 ctx.emit(EventKind::TestSkipped {
@@ -284,30 +303,24 @@ async fn run_category(
                 });
                 continue;
             }
-            let run = Arc::clone(run);
-            let id = unit.id.clone();
-            let unit = unit.clone();
-            let cat = cat.clone();
+            while let Some(done) = tasks.try_join_next_with_id() {
+                joined(done, &mut task_units);
+            }
+            let task_run = Arc::clone(run);
             let token = token.clone();
             let task = tasks.spawn(async move {
                 let _permits = permits;
-                let outcome = run_unit(&run, &unit, &cat).await;
+                let pc = &task_run.planned.categories[ci];
+                let outcome = run_unit(&task_run, &pc.units[ui], &pc.category).await;
                 if outcome.is_some_and(Outcome::is_failure) {
-                    ask_fail_fast(&run, &token).await;
+                    ask_fail_fast(&task_run, &token).await;
                 }
             });
-            task_units.insert(task.id(), id);
+            task_units.insert(task.id(), ui);
             ctx.health.heartbeat();
         }
-        while let Some(joined) = tasks.join_next_with_id().await {
-            if let Err(e) = joined {
-                let unit = task_units.get(&e.id()).map(String::as_str);
-                ctx.fault(
-                    names::EXECUTOR,
-                    format!("the unit's task failed: {e}"),
-                    unit,
-                );
-            }
+        while let Some(done) = tasks.join_next_with_id().await {
+            joined(done, &mut task_units);
         }
     }
     let passed = ctx.bus.with_state(|s| {
@@ -437,8 +450,8 @@ fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> Un
     env.extend([
         ("RUNNER_RUN_ID".to_string(), ctx.bus.run_id().to_string()),
         ("RUNNER_UNIT_ID".to_string(), unit.id.clone()),
-        ("RUNNER_LAYER".to_string(), unit.layer.clone()),
-        ("RUNNER_CATEGORY".to_string(), unit.category.clone()),
+        ("RUNNER_LAYER".to_string(), unit.layer.to_string()),
+        ("RUNNER_CATEGORY".to_string(), unit.category.to_string()),
         ("RUNNER_ATTEMPT".to_string(), attempt.to_string()),
     ]);
     if matches!(unit.spec, UnitSpec::Program { .. }) {
@@ -469,7 +482,7 @@ fn unit_command(run: &LayerRun, unit: &Unit, cat: &Category, attempt: u32) -> Un
     UnitCommand {
         shell_command,
         program,
-        cwd: unit.cwd.clone(),
+        cwd: unit.cwd.to_path_buf(),
         env,
         log_path: ctx
             .run_dir
