@@ -13,24 +13,26 @@ use super::*;
 /// A new attempt starts: the cases of the previous one leave, their failures are kept
 /// (bounded) to recognise flaky and rerun cases.
 fn carry_case_failures(u: &mut UnitState) {
-    if u.cases.is_empty() {
+    if u.details().cases.is_empty() {
         return;
     }
-    for case in std::mem::take(&mut u.cases) {
-        if !case.outcome.is_failure() || u.prior_case_failures.len() >= MAX_PRIOR_CASE_FAILURES {
+    let attempt = u.attempts;
+    let d = u.details_mut();
+    for case in std::mem::take(&mut d.cases) {
+        if !case.outcome.is_failure() || d.prior_case_failures.len() >= MAX_PRIOR_CASE_FAILURES {
             continue;
         }
-        u.prior_case_failures.push(CaseRerun {
+        d.prior_case_failures.push(CaseRerun {
             classname: case.classname,
             name: case.name,
-            attempt: u.attempts,
+            attempt,
             outcome: case.outcome,
             duration_ms: case.duration_ms,
             message: case.message,
             details: case.details,
         });
     }
-    u.case_counts = TestCounts::default();
+    d.case_counts = TestCounts::default();
 }
 
 /// Where a unit stands.
@@ -112,15 +114,26 @@ pub struct UnitState {
     /// Reason for a skip or non-pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Log file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// What only some units have (see [`UnitState::details`]); its fields are inline in
+    /// the JSON.
+    #[serde(flatten, deserialize_with = "details_or_none")]
+    pub details: Option<Box<UnitDetails>>,
+}
+
+/// The part of a unit's state that only retried, failing or case-reporting units have:
+/// boxed apart from [`UnitState`], so that a fold of 100,000 passing units carries none
+/// of it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UnitDetails {
     /// Output tail of the last failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tail: Option<String>,
     /// Outcomes of failed attempts before the last one (for flaky reporting).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_attempts: Vec<Outcome>,
-    /// Log file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log: Option<String>,
     /// The retried attempts with their message and output tail (the last
     /// [`MAX_ATTEMPT_DETAILS`]), for `flakyFailure` / `rerunFailure` in JUnit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -135,6 +148,31 @@ pub struct UnitState {
     /// cases to report flaky and rerun cases.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prior_case_failures: Vec<CaseRerun>,
+}
+
+/// A unit without details.
+static NO_DETAILS: UnitDetails = UnitDetails {
+    output_tail: None,
+    failed_attempts: Vec::new(),
+    attempt_failures: Vec::new(),
+    cases: Vec::new(),
+    case_counts: TestCounts {
+        total: 0,
+        passed: 0,
+        failed: 0,
+        skipped: 0,
+        flaky: 0,
+    },
+    prior_case_failures: Vec::new(),
+};
+
+/// Read the flattened details back as `None` when the JSON has none of them, so a state
+/// read from `summary.json` equals the fold it was written from.
+fn details_or_none<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Box<UnitDetails>>, D::Error> {
+    let details = UnitDetails::deserialize(d)?;
+    Ok((details != NO_DETAILS).then(|| Box::new(details)))
 }
 
 /// How many retried attempts a unit keeps details of.
@@ -267,21 +305,31 @@ impl TestCounts {
 }
 
 impl UnitState {
+    /// What only retried, failing or case-reporting units have (empty for the others).
+    pub fn details(&self) -> &UnitDetails {
+        self.details.as_deref().unwrap_or(&NO_DETAILS)
+    }
+
+    /// The details, created on first write.
+    pub fn details_mut(&mut self) -> &mut UnitDetails {
+        self.details.get_or_insert_with(Box::default)
+    }
+
     /// True when the unit's final outcome is a failure but none of its imported cases
     /// failed: reports then add one failing test for the unit itself, so a failure is
     /// never hidden behind passing cases.
     pub fn failed_outside_cases(&self) -> bool {
-        !self.cases.is_empty()
+        !self.details().cases.is_empty()
             && self.status == UnitStatus::Finished
             && self.outcome.is_some_and(Outcome::is_failure)
-            && self.case_counts.failed == 0
+            && self.details().case_counts.failed == 0
     }
 
     /// What this unit contributes to [`RunState::tests`].
     pub fn test_counts(&self) -> TestCounts {
         let mut c = TestCounts::default();
-        if !self.cases.is_empty() {
-            c = self.case_counts;
+        if !self.details().cases.is_empty() {
+            c = self.details().case_counts;
             if self.failed_outside_cases() {
                 c.total += 1;
                 c.failed += 1;
@@ -546,6 +594,8 @@ impl RunState {
                 for layer in layers {
                     self.layers.insert(layer.clone(), LayerState::default());
                 }
+                // Exactly the planned units: no doubling slack in the largest map.
+                self.units.reserve_exact(units.len());
                 for u in units {
                     self.layers.entry(u.layer.clone()).or_default().counts.total += 1;
                     self.counts.total += 1;
@@ -576,13 +626,8 @@ impl RunState {
                             expected_ms: u.expected_ms,
                             peak_memory_mb: None,
                             message: None,
-                            output_tail: None,
-                            failed_attempts: Vec::new(),
                             log: None,
-                            attempt_failures: Vec::new(),
-                            cases: Vec::new(),
-                            case_counts: TestCounts::default(),
-                            prior_case_failures: Vec::new(),
+                            details: None,
                         },
                     );
                 }
@@ -677,15 +722,18 @@ impl RunState {
                 }
                 if !outcome.is_pass() {
                     u.message = message.clone();
-                    u.output_tail = output_tail.clone();
+                    if output_tail.is_some() || u.details.is_some() {
+                        u.details_mut().output_tail = output_tail.clone();
+                    }
                 }
                 let (flaky, final_outcome) = if *will_retry {
                     u.status = UnitStatus::Retrying;
-                    u.failed_attempts.push(*outcome);
-                    if u.attempt_failures.len() >= MAX_ATTEMPT_DETAILS {
-                        u.attempt_failures.remove(0);
+                    let d = u.details_mut();
+                    d.failed_attempts.push(*outcome);
+                    if d.attempt_failures.len() >= MAX_ATTEMPT_DETAILS {
+                        d.attempt_failures.remove(0);
                     }
-                    u.attempt_failures.push(AttemptFailure {
+                    d.attempt_failures.push(AttemptFailure {
                         attempt: *attempt,
                         outcome: *outcome,
                         duration_ms: *duration_ms,
@@ -696,7 +744,7 @@ impl RunState {
                 } else {
                     u.status = UnitStatus::Finished;
                     u.outcome = Some(*outcome);
-                    u.flaky = outcome.is_pass() && !u.failed_attempts.is_empty();
+                    u.flaky = outcome.is_pass() && !u.details().failed_attempts.is_empty();
                     (u.flaky, Some(*outcome))
                 };
                 self.bump(unit, |c| {
@@ -810,15 +858,16 @@ impl RunState {
                 let Some(u) = self.units.get_mut(unit) else {
                     return;
                 };
-                let reruns: Vec<CaseRerun> = u
+                let d = u.details_mut();
+                let reruns: Vec<CaseRerun> = d
                     .prior_case_failures
                     .iter()
                     .filter(|r| &r.name == name && &r.classname == classname)
                     .cloned()
                     .collect();
                 let flaky = *outcome == CaseOutcome::Passed && !reruns.is_empty();
-                u.case_counts.count_case(*outcome, flaky);
-                u.cases.push(CaseState {
+                d.case_counts.count_case(*outcome, flaky);
+                d.cases.push(CaseState {
                     suite: suite.clone(),
                     name: name.clone(),
                     classname: classname.clone(),
@@ -1085,7 +1134,7 @@ impl RunState {
     /// `tests: N passed, N failed[, N skipped]` when some unit imported test cases (the
     /// counts of the JUnit report), printed above the closing line; None otherwise.
     pub fn tests_line(&self) -> Option<String> {
-        if !self.units.values().any(|u| !u.cases.is_empty()) {
+        if !self.units.values().any(|u| !u.details().cases.is_empty()) {
             return None;
         }
         let t = &self.tests;
@@ -1165,6 +1214,48 @@ mod tests {
             },
         ));
         s
+    }
+
+    #[test]
+    fn only_retried_or_failing_units_carry_details_and_json_keeps_their_shape() {
+        let start = |u: &str, a| EventKind::TestStarted {
+            unit: u.into(),
+            attempt: a,
+            pid: 9,
+        };
+        let mut s = started_run(&["fast/unit/a", "fast/unit/b"]);
+        s.apply(&ev(2, start("fast/unit/a", 1)));
+        s.apply(&ev(3, finished("fast/unit/a", 1, Outcome::Passed, false)));
+        s.apply(&ev(4, start("fast/unit/b", 1)));
+        let mut failed = finished("fast/unit/b", 1, Outcome::Failed, true);
+        if let EventKind::TestFinished { output_tail, .. } = &mut failed {
+            *output_tail = Some("boom".into());
+        }
+        s.apply(&ev(5, failed));
+        assert!(
+            s.units["fast/unit/a"].details.is_none(),
+            "a passing unit has none"
+        );
+        let b = &s.units["fast/unit/b"];
+        assert_eq!(b.details().output_tail.as_deref(), Some("boom"));
+        assert_eq!(b.details().failed_attempts, vec![Outcome::Failed]);
+        // The details are inline in the JSON, and read back to the same fold.
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["units"]["fast/unit/b"]["output_tail"], "boom");
+        assert!(json["units"]["fast/unit/a"].get("output_tail").is_none());
+        let back: RunState = serde_json::from_value(json).unwrap();
+        assert_eq!(back.units, s.units);
+        assert!(back.units["fast/unit/a"].details.is_none());
+    }
+
+    #[test]
+    fn a_units_fold_stays_small() {
+        // 100,000 units are held at once: what each costs inline is a budget.
+        assert!(
+            std::mem::size_of::<UnitState>() <= 224,
+            "{}",
+            std::mem::size_of::<UnitState>()
+        );
     }
 
     #[test]
@@ -1303,7 +1394,7 @@ mod tests {
         assert_eq!(s.layers["fast"].counts, c);
         assert!(s.units["fast/unit/b"].flaky);
         assert_eq!(
-            s.units["fast/unit/b"].failed_attempts,
+            s.units["fast/unit/b"].details().failed_attempts,
             vec![Outcome::Failed]
         );
         assert_eq!(s.summary_line(), "2 passed, 1 failed, 1 skipped");
@@ -1405,7 +1496,7 @@ mod tests {
             s.tests_line().unwrap(),
             "tests: 2 passed, 2 failed, 2 skipped"
         );
-        assert_eq!(s.units["fast/py/a"].case_counts.total, 3);
+        assert_eq!(s.units["fast/py/a"].details().case_counts.total, 3);
     }
 
     #[test]
@@ -1430,16 +1521,16 @@ mod tests {
             TestCounts::default(),
             "nothing counts while it runs again"
         );
-        assert_eq!(s.units["fast/py/a"].prior_case_failures.len(), 1);
+        assert_eq!(s.units["fast/py/a"].details().prior_case_failures.len(), 1);
         s.apply(&ev(7, finished("fast/py/a", 2, Outcome::Passed, false)));
         s.apply(&ev(8, case("fast/py/a", 2, "t1", CaseOutcome::Passed)));
         s.apply(&ev(9, case("fast/py/a", 2, "t2", CaseOutcome::Passed)));
         let u = &s.units["fast/py/a"];
-        assert_eq!(u.cases.len(), 2);
-        assert!(u.cases[0].reruns.is_empty());
-        assert_eq!(u.cases[1].reruns.len(), 1);
-        assert_eq!(u.cases[1].reruns[0].attempt, 1);
-        assert_eq!(u.attempt_failures.len(), 1);
+        assert_eq!(u.details().cases.len(), 2);
+        assert!(u.details().cases[0].reruns.is_empty());
+        assert_eq!(u.details().cases[1].reruns.len(), 1);
+        assert_eq!(u.details().cases[1].reruns[0].attempt, 1);
+        assert_eq!(u.details().attempt_failures.len(), 1);
         assert_eq!(
             (s.tests.total, s.tests.passed, s.tests.flaky, s.tests.failed),
             (2, 2, 1, 0)

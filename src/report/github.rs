@@ -118,7 +118,7 @@ fn unit_location(config: &Config, u: &UnitState) -> Option<(String, Option<u32>)
     let text = format!(
         "{}\n{}",
         u.message.as_deref().unwrap_or(""),
-        u.output_tail.as_deref().unwrap_or("")
+        u.details().output_tail.as_deref().unwrap_or("")
     );
     if let Some((f, l)) = junit_import::locate_in_text(&text, &cwd, &config.root) {
         return Some((f, Some(l)));
@@ -138,7 +138,7 @@ pub fn annotations(state: &RunState, config: &Config, workspace: &Path) -> Vec<A
         if u.status != UnitStatus::Finished || !u.outcome.is_some_and(Outcome::is_failure) {
             continue;
         }
-        for c in u.cases.iter().filter(|c| c.outcome.is_failure()) {
+        for c in u.details().cases.iter().filter(|c| c.outcome.is_failure()) {
             let name = match &c.classname {
                 Some(cl) => format!("{cl}::{}", c.name),
                 None => c.name.clone(),
@@ -159,7 +159,7 @@ pub fn annotations(state: &RunState, config: &Config, workspace: &Path) -> Vec<A
                 message,
             });
         }
-        if u.cases.is_empty() || u.failed_outside_cases() {
+        if u.details().cases.is_empty() || u.failed_outside_cases() {
             let (file, line) = match unit_location(config, u) {
                 Some((f, l)) => (Some(relative_to(workspace, &config.root, &f)), l),
                 None => (None, None),
@@ -170,7 +170,12 @@ pub fn annotations(state: &RunState, config: &Config, workspace: &Path) -> Vec<A
                 .clone()
                 .or(outcome.clone())
                 .unwrap_or_else(|| "failed".into());
-            if let Some(t) = u.output_tail.as_deref().filter(|t| !t.trim().is_empty()) {
+            if let Some(t) = u
+                .details()
+                .output_tail
+                .as_deref()
+                .filter(|t| !t.trim().is_empty())
+            {
                 message.push_str("\n\n");
                 message.push_str(&last_lines(t, 30));
             }
@@ -185,6 +190,7 @@ pub fn annotations(state: &RunState, config: &Config, workspace: &Path) -> Vec<A
     }
     for (id, u) in state.units.iter().filter(|(_, u)| u.flaky) {
         let failures: Vec<String> = u
+            .details()
             .attempt_failures
             .iter()
             .map(|a| {
@@ -205,7 +211,8 @@ pub fn annotations(state: &RunState, config: &Config, workspace: &Path) -> Vec<A
             line,
             title: format!(
                 "{id} is flaky (passed on attempt {})",
-                u.attempts.max(u.attempt_failures.len() as u32 + 1)
+                u.attempts
+                    .max(u.details().attempt_failures.len() as u32 + 1)
             ),
             message: failures.join("\n"),
         });
@@ -281,7 +288,7 @@ fn raw_step_summary(state: &RunState) -> String {
     if c.flaky > 0 {
         let _ = write!(s, " ({} flaky)", c.flaky);
     }
-    if state.units.values().any(|u| !u.cases.is_empty()) {
+    if state.units.values().any(|u| !u.details().cases.is_empty()) {
         let t = &state.tests;
         let _ = write!(
             s,
@@ -342,7 +349,13 @@ fn raw_step_summary(state: &RunState) -> String {
                     .map(|m| format!(": {}", md(m)))
                     .unwrap_or_default()
             );
-            for c in u.cases.iter().filter(|c| c.outcome.is_failure()).take(20) {
+            for c in u
+                .details()
+                .cases
+                .iter()
+                .filter(|c| c.outcome.is_failure())
+                .take(20)
+            {
                 let _ = writeln!(
                     s,
                     "  - `{}{}`{}",
@@ -358,7 +371,12 @@ fn raw_step_summary(state: &RunState) -> String {
                         .unwrap_or_default()
                 );
             }
-            if let Some(tail) = u.output_tail.as_deref().filter(|t| !t.trim().is_empty()) {
+            if let Some(tail) = u
+                .details()
+                .output_tail
+                .as_deref()
+                .filter(|t| !t.trim().is_empty())
+            {
                 let text = last_lines(tail, 40);
                 let f = fence(&text);
                 let _ = writeln!(
@@ -643,7 +661,7 @@ mod tests {
                 .units
                 .entry(id.clone())
                 .or_insert_with(|| template.clone());
-            u.output_tail = Some(format!(
+            u.details_mut().output_tail = Some(format!(
                 "\u{1b}[31mred {i}\u{1b}[0m\u{1b}]0;title\u{7}\0nul"
             ));
         }

@@ -327,7 +327,7 @@ fn failures(h: &mut String, state: &RunState) {
             escape(u.message.as_deref().unwrap_or(""))
         );
         if i < MAX_FAILURES_WITH_OUTPUT {
-            let tail = u.output_tail.as_deref().unwrap_or("");
+            let tail = u.details().output_tail.as_deref().unwrap_or("");
             let log = u.log.as_deref().map(Path::new);
             let excerpt = super::excerpt::excerpt_of_failure(tail, log, 12).join("\n");
             if !excerpt.is_empty() {

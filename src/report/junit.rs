@@ -120,10 +120,10 @@ pub fn build(state: &RunState) -> Report {
             s
         });
         *suite_time.entry(name.clone()).or_default() += ms(u.duration_ms.unwrap_or(0));
-        if u.cases.is_empty() {
+        if u.details().cases.is_empty() {
             suite.add_test_case(unit_case(&name, u));
         } else {
-            for (i, c) in u.cases.iter().enumerate() {
+            for (i, c) in u.details().cases.iter().enumerate() {
                 let mut tc = imported_case(&name, c);
                 tc.add_property(Property::new(UNIT_PROPERTY, id));
                 if i == 0
@@ -159,7 +159,12 @@ pub fn build(state: &RunState) -> Report {
 fn unit_case(suite: &str, u: &UnitState) -> TestCase {
     let status = match (u.status, u.outcome) {
         (UnitStatus::Finished, Some(Outcome::Passed)) => TestCaseStatus::Success {
-            flaky_runs: u.attempt_failures.iter().map(attempt_rerun).collect(),
+            flaky_runs: u
+                .details()
+                .attempt_failures
+                .iter()
+                .map(attempt_rerun)
+                .collect(),
         },
         (UnitStatus::Finished, Some(outcome)) if outcome.is_failure() => {
             let (kind, ty) = unit_kind(outcome);
@@ -168,10 +173,15 @@ fn unit_case(suite: &str, u: &UnitState) -> TestCase {
             if let Some(m) = &u.message {
                 status.set_message(message(m));
             }
-            if let Some(tail) = u.output_tail.as_deref().filter(|t| !t.trim().is_empty()) {
+            if let Some(tail) = u
+                .details()
+                .output_tail
+                .as_deref()
+                .filter(|t| !t.trim().is_empty())
+            {
                 status.set_description(xml_text(tail, MAX_TEXT_BYTES));
             }
-            status.add_reruns(u.attempt_failures.iter().map(attempt_rerun));
+            status.add_reruns(u.details().attempt_failures.iter().map(attempt_rerun));
             status.set_rerun_kind(FlakyOrRerun::Rerun);
             status
         }
