@@ -496,14 +496,14 @@ impl Job<'_> {
                 "RUNNER_UNIT_ID".to_string(),
                 format!("{}/{}/{name}", first.layer, first.category),
             ),
-            ("RUNNER_LAYER".to_string(), first.layer.clone()),
-            ("RUNNER_CATEGORY".to_string(), first.category.clone()),
+            ("RUNNER_LAYER".to_string(), first.layer.to_string()),
+            ("RUNNER_CATEGORY".to_string(), first.category.to_string()),
             ("RUNNER_ATTEMPT".to_string(), attempt.to_string()),
         ]);
         UnitCommand {
             shell_command: None,
             program: Some((PathBuf::from(&self.spec.python), args)),
-            cwd: first.cwd.clone(),
+            cwd: first.cwd.to_path_buf(),
             env,
             log_path: dir.join("output.log"),
             // A batch's output is a file of its own, beside its events.

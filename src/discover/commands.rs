@@ -7,6 +7,7 @@
 //! shell-quoted relative path. Links to directories are not followed.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{Unit, UnitSpec};
 use crate::config::{Category, CommandSpec};
@@ -18,13 +19,16 @@ pub fn command_units(
     spec: &CommandSpec,
     cwd: &Path,
 ) -> Result<Vec<Unit>, String> {
+    // Built once for the category; every unit shares them.
+    let (layer_name, category_name, shared_cwd): (Arc<str>, Arc<str>, Arc<Path>) =
+        (layer.into(), category.name.as_str().into(), cwd.into());
     let unit = |name: &str, command: String| Unit {
         id: Unit::make_id(layer, &category.name, name),
-        layer: layer.to_string(),
-        category: category.name.clone(),
+        layer: Arc::clone(&layer_name),
+        category: Arc::clone(&category_name),
         name: name.to_string(),
         spec: UnitSpec::Shell(command),
-        cwd: cwd.to_path_buf(),
+        cwd: Arc::clone(&shared_cwd),
         env: Vec::new(),
         skip: None,
     };

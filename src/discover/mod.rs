@@ -8,7 +8,7 @@ pub mod commands;
 pub mod nextest;
 pub mod pytest;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// How a unit is started.
@@ -41,16 +41,16 @@ pub enum UnitSpec {
 pub struct Unit {
     /// Stable id: `layer/category/name`.
     pub id: String,
-    /// Layer name.
-    pub layer: String,
-    /// Category name.
-    pub category: String,
+    /// Layer name (shared by the layer's units).
+    pub layer: Arc<str>,
+    /// Category name (shared by the category's units).
+    pub category: Arc<str>,
     /// Name within the category.
     pub name: String,
     /// What to start.
     pub spec: UnitSpec,
-    /// Working directory.
-    pub cwd: PathBuf,
+    /// Working directory (shared by the category's units).
+    pub cwd: Arc<Path>,
     /// Extra environment (on top of the category's).
     pub env: Vec<(String, String)>,
     /// Known before the run: the unit is reported skipped with this reason instead of

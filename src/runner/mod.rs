@@ -557,8 +557,8 @@ pub(crate) fn planned_units(plan: &Plan, hints: &crate::plan::Hints) -> Vec<Plan
     plan.units()
         .map(|u| PlannedUnit {
             id: u.id.clone(),
-            layer: u.layer.clone(),
-            category: u.category.clone(),
+            layer: u.layer.to_string(),
+            category: u.category.to_string(),
             name: u.name.clone(),
             expected_ms: hints.expected(&u.id).map(|d| d.as_millis() as u64),
         })

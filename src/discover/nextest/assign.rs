@@ -85,14 +85,14 @@ mod tests {
     fn program_unit(name: &str) -> Unit {
         Unit {
             id: name.into(),
-            layer: String::new(),
-            category: String::new(),
+            layer: "".into(),
+            category: "".into(),
             name: name.into(),
             spec: UnitSpec::Program {
                 path: "/bin/t".into(),
                 args: vec![],
             },
-            cwd: "/".into(),
+            cwd: std::path::Path::new("/").into(),
             env: vec![],
             skip: None,
         }

@@ -135,6 +135,10 @@ pub fn units(
     // Tests of one listing share their directories: join them once per listing.
     let mut joined: Option<(Arc<Vec<PathBuf>>, String)> = None;
     let total_attempts = (category.retries + 1).to_string();
+    let (layer_name, category_name): (Arc<str>, Arc<str>) =
+        (layer.into(), category.name.as_str().into());
+    // Tests of one package share its directory.
+    let mut last_cwd: Option<Arc<std::path::Path>> = None;
     tests
         .iter()
         .map(|t| {
@@ -175,14 +179,17 @@ pub fn units(
             let name = unit_name(&t.binary_id, &t.name);
             Unit {
                 id: Unit::make_id(layer, &category.name, &name),
-                layer: layer.to_string(),
-                category: category.name.clone(),
+                layer: Arc::clone(&layer_name),
+                category: Arc::clone(&category_name),
                 name,
                 spec: UnitSpec::Program {
                     path: t.binary_path.clone(),
                     args,
                 },
-                cwd: t.cwd.clone(),
+                cwd: match &last_cwd {
+                    Some(c) if **c == *t.cwd => Arc::clone(c),
+                    _ => Arc::clone(last_cwd.insert(t.cwd.as_path().into())),
+                },
                 env,
                 skip: (t.ignored && !run_ignored).then(|| IGNORED.to_string()),
             }
@@ -308,7 +315,7 @@ mod tests {
         let units = units("fast", &cat, &spec, &tests, false);
         let a = &units[0];
         assert_eq!(a.id, "fast/unit/app$tests::a");
-        assert_eq!(a.cwd, Path::new("/w/app"));
+        assert_eq!(*a.cwd, *Path::new("/w/app"));
         assert_eq!(
             a.spec,
             UnitSpec::Program {

@@ -298,13 +298,15 @@ pub fn parse_collection(text: &str) -> Result<Collected, String> {
 /// The units of a pytest category in `layer`: one per collected test, in collection order.
 pub fn units(layer: &str, category: &Category, collected: &Collected, cwd: &Path) -> Vec<Unit> {
     let rootdir = Arc::new(collected.rootdir.clone());
+    let (layer_name, category_name, shared_cwd): (Arc<str>, Arc<str>, Arc<Path>) =
+        (layer.into(), category.name.as_str().into(), cwd.into());
     collected
         .tests
         .iter()
         .map(|t| Unit {
             id: Unit::make_id(layer, &category.name, &t.id),
-            layer: layer.to_string(),
-            category: category.name.clone(),
+            layer: Arc::clone(&layer_name),
+            category: Arc::clone(&category_name),
             name: t.id.clone(),
             spec: UnitSpec::Pytest {
                 module: t.path.clone(),
@@ -312,7 +314,7 @@ pub fn units(layer: &str, category: &Category, collected: &Collected, cwd: &Path
                 file: t.file.clone(),
                 line: t.line,
             },
-            cwd: cwd.to_path_buf(),
+            cwd: Arc::clone(&shared_cwd),
             env: Vec::new(),
             skip: None,
         })
