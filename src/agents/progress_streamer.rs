@@ -118,6 +118,7 @@ pub fn start(bus: &EventBus, settings: StreamerSettings) -> (Streamer, AgentHand
     let shutdown = CancellationToken::new();
     let console = tokio::spawn(console::render(
         bus.subscribe(),
+        bus.clone(),
         settings.mode,
         settings.colour,
     ));

@@ -1,7 +1,7 @@
 //! The console: what a person sees while a run goes on.
 //!
-//! The sink folds events into its own `RunState` (the same fold as every other
-//! report) and renders them: live bars per layer on a TTY (`rich`), one plain line
+//! The sink reads the bus's own fold (it keeps no copy of a run's units) and renders
+//! each event: live bars per layer on a TTY (`rich`), one plain line
 //! per finished unit in CI or when not a TTY (`simple`), every event as a JSON
 //! line (`json`), or nothing (`silent`). Whatever the mode, the last line of the
 //! run is `N passed, N failed[, N skipped]`, alone on its line (on stderr in
@@ -15,7 +15,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::out::Sink;
-use crate::bus::Subscription;
+use crate::bus::{EventBus, Subscription};
 use crate::cli::ProgressMode;
 use crate::event::{Event, EventKind, LayerOutcome, Outcome, RunState};
 
@@ -335,15 +335,15 @@ pub fn final_lines(state: &RunState, p: Palette) -> Vec<String> {
     out
 }
 
-/// Render the event stream to the terminal until the bus closes.
-pub async fn render(mut rx: Subscription, mode: ProgressMode, colour: bool) {
+/// Render the event stream to the terminal until the bus closes. Lines are made from
+/// the bus's fold, which may already include later events than the one rendered (a
+/// layer's counts are final by its `layer_finished`, so what it shows is the same).
+pub async fn render(mut rx: Subscription, bus: EventBus, mode: ProgressMode, colour: bool) {
     let p = Palette::new(colour);
-    let mut state = RunState::default();
     // A closed stdout (`runner … | head -1`) stops the console, never the run.
     let mut stdout = Sink::new();
     let rich = (mode == ProgressMode::Rich).then(|| RichView::new(p));
     while let Some(event) = rx.recv().await {
-        state.apply(&event);
         match mode {
             ProgressMode::Json => {
                 if !stdout.is_closed() {
@@ -357,8 +357,14 @@ pub async fn render(mut rx: Subscription, mode: ProgressMode, colour: bool) {
                 if rich.is_none() && stdout.is_closed() {
                     continue;
                 }
-                let mut lines = structure_lines(&state, &event, p);
-                if let Some(l) = unit_line(&state, &event, p) {
+                let (mut lines, unit, bars) = bus.with_state(|state| {
+                    (
+                        structure_lines(state, &event, p),
+                        unit_line(state, &event, p),
+                        rich.as_ref().map(|view| view.updates(state, &event)),
+                    )
+                });
+                if let Some(l) = unit {
                     let verbose_pass = rich.is_none()
                         || !matches!(
                             &event.kind,
@@ -380,7 +386,7 @@ pub async fn render(mut rx: Subscription, mode: ProgressMode, colour: bool) {
                         for l in lines {
                             view.println(&l);
                         }
-                        view.update(&state, &event);
+                        view.apply(bars.unwrap_or_default());
                     }
                     None => stdout.lines(lines),
                 }
@@ -390,12 +396,29 @@ pub async fn render(mut rx: Subscription, mode: ProgressMode, colour: bool) {
     if let Some(view) = rich {
         view.finish();
     }
+    let (summary_line, lines) = bus.with_state(|state| match mode {
+        ProgressMode::Json | ProgressMode::Silent => (state.summary_line(), Vec::new()),
+        _ => (String::new(), final_lines(state, p)),
+    });
     match mode {
-        ProgressMode::Json => eprintln!("{}", state.summary_line()),
-        ProgressMode::Silent => stdout.lines([state.summary_line()]),
-        _ => stdout.lines(final_lines(&state, p)),
+        ProgressMode::Json => eprintln!("{summary_line}"),
+        ProgressMode::Silent => stdout.lines([summary_line]),
+        _ => stdout.lines(lines),
     }
     stdout.flush();
+}
+
+/// A change to the live bars.
+enum BarUpdate {
+    /// A layer started: its bar appears.
+    Add { layer: String, total: u64 },
+    /// A layer's bar moves.
+    Set {
+        layer: String,
+        position: u64,
+        message: String,
+        finished: bool,
+    },
 }
 
 /// Live bars, one per started layer, with the running units as the message.
@@ -418,32 +441,37 @@ impl RichView {
         let _ = self.multi.println(line);
     }
 
-    fn update(&self, state: &RunState, event: &Event) {
-        let mut bars = self.bars.lock().expect("bars lock");
+    /// What the bars show after `event`, read from `state` (no terminal output here:
+    /// this runs under the bus's lock).
+    fn updates(&self, state: &RunState, event: &Event) -> Vec<BarUpdate> {
+        let mut out = Vec::new();
         if let EventKind::LayerStarted { layer, .. } = &event.kind {
             let total = state.layers.get(layer).map(|l| l.counts.total).unwrap_or(0);
-            let bar = self.multi.add(ProgressBar::new(total as u64));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>18.bold} [{bar:30.cyan/blue}] {pos}/{len} {elapsed:>4} {wide_msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(layer.clone());
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bars.insert(layer.clone(), bar);
+            out.push(BarUpdate::Add {
+                layer: layer.clone(),
+                total: total as u64,
+            });
         }
-        for (name, bar) in bars.iter() {
+        let bars = self.bars.lock().expect("bars lock");
+        let started = match &event.kind {
+            EventKind::LayerStarted { layer, .. } if !bars.contains_key(layer) => Some(layer),
+            _ => None,
+        };
+        let names = bars.keys().chain(started);
+        let mut sets = Vec::new();
+        for name in names {
             let Some(l) = state.layers.get(name) else {
                 continue;
             };
             let c = l.counts;
-            bar.set_position((c.passed + c.failed + c.skipped) as u64);
+            let position = (c.passed + c.failed + c.skipped) as u64;
             if l.outcome.is_some() {
-                if !bar.is_finished() {
-                    bar.finish_with_message(format!("{} passed, {} failed", c.passed, c.failed));
-                }
+                sets.push(BarUpdate::Set {
+                    layer: name.clone(),
+                    position,
+                    message: format!("{} passed, {} failed", c.passed, c.failed),
+                    finished: true,
+                });
                 continue;
             }
             let running: Vec<&str> = state
@@ -461,7 +489,54 @@ impl RichView {
                 .eta_ms
                 .map(|ms| format!("~{} left · ", eta_text(ms)))
                 .unwrap_or_default();
-            bar.set_message(format!("{failed}{eta}{}", running.join(", ")));
+            sets.push(BarUpdate::Set {
+                layer: name.clone(),
+                position,
+                message: format!("{failed}{eta}{}", running.join(", ")),
+                finished: false,
+            });
+        }
+        out.extend(sets);
+        out
+    }
+
+    /// Show `updates` on the terminal.
+    fn apply(&self, updates: Vec<BarUpdate>) {
+        let mut bars = self.bars.lock().expect("bars lock");
+        for update in updates {
+            match update {
+                BarUpdate::Add { layer, total } => {
+                    let bar = self.multi.add(ProgressBar::new(total));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>18.bold} [{bar:30.cyan/blue}] {pos}/{len} {elapsed:>4} {wide_msg}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix(layer.clone());
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                    bars.insert(layer, bar);
+                }
+                BarUpdate::Set {
+                    layer,
+                    position,
+                    message,
+                    finished,
+                } => {
+                    let Some(bar) = bars.get(&layer) else {
+                        continue;
+                    };
+                    bar.set_position(position);
+                    if finished {
+                        if !bar.is_finished() {
+                            bar.finish_with_message(message);
+                        }
+                    } else {
+                        bar.set_message(message);
+                    }
+                }
+            }
         }
     }
 
