@@ -19,7 +19,9 @@ pub type Subscription = mpsc::UnboundedReceiver<Arc<Event>>;
 
 struct Inner {
     seq: u64,
-    state: RunState,
+    /// Shared only once the run is over ([`EventBus::final_state`]); until then this is
+    /// the one reference, so folding an event never copies the state.
+    state: Arc<RunState>,
     subscribers: Vec<mpsc::UnboundedSender<Arc<Event>>>,
     closed: bool,
 }
@@ -40,7 +42,7 @@ impl EventBus {
             thread_id: thread_id.map(Into::into),
             inner: Arc::new(Mutex::new(Inner {
                 seq: 0,
-                state: RunState::default(),
+                state: Arc::new(RunState::default()),
                 subscribers: Vec::new(),
                 closed: false,
             })),
@@ -64,7 +66,7 @@ impl EventBus {
         if !inner.closed {
             inner.subscribers.push(tx);
         }
-        (inner.state.clone(), rx)
+        (RunState::clone(&inner.state), rx)
     }
 
     /// Stamp, fold and publish an event; returns its `seq`.
@@ -94,7 +96,7 @@ impl EventBus {
             agent: agent.to_string(),
             kind,
         });
-        inner.state.apply(&event);
+        Arc::make_mut(&mut inner.state).apply(&event);
         inner
             .subscribers
             .retain(|tx| tx.send(Arc::clone(&event)).is_ok());
@@ -115,6 +117,18 @@ impl EventBus {
     /// A copy of the current state.
     pub fn snapshot(&self) -> RunState {
         self.with_state(Clone::clone)
+    }
+
+    /// The state once the run is over, shared rather than copied (a run of 100,000 units
+    /// would otherwise hold its fold twice while writing its reports). `finish` sets what
+    /// only the end knows (the runner's own cost) before it is shared. Call after
+    /// [`EventBus::close`] or `run_finished`: no event is folded after it.
+    pub fn final_state(&self, finish: impl FnOnce(&mut RunState)) -> Arc<RunState> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.closed = true;
+        inner.subscribers.clear();
+        finish(Arc::make_mut(&mut inner.state));
+        Arc::clone(&inner.state)
     }
 
     /// No more events: subscribers' channels end once drained.

@@ -21,7 +21,12 @@ pub fn init(root: &Path) -> Option<WorkerGuard> {
         .max_log_files(14)
         .build(&dir)
         .ok()?;
-    let (writer, guard) = tracing_appender::non_blocking(appender);
+    // The default queue preallocates 128,000 lines (4 MB of the runner's RSS); the log
+    // gets a few lines per run, and lines past a full queue are dropped, never waited on.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(1024)
+        .lossy(true)
+        .finish(appender);
     let filter = EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .json()

@@ -448,12 +448,8 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     for agent in external {
         let _ = agent.await;
     }
-    let mut summary = bus.snapshot();
-    summary.runner_cost = crate::event::RunnerCost::measure();
-    if let Err(e) = files::write_atomic(
-        &run_dir.join("summary.json"),
-        &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-    ) {
+    let summary = bus.final_state(|s| s.runner_cost = crate::event::RunnerCost::measure());
+    if let Err(e) = files::write_json_atomic(&run_dir.join("summary.json"), &*summary) {
         eprintln!("runner: cannot write summary: {e}");
     }
     if let Some(path) = &cli.junit
@@ -484,7 +480,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
         }
     }
     let saved = {
-        let summary = summary.clone();
+        let summary = std::sync::Arc::clone(&summary);
         tokio::task::spawn_blocking(move || match stress {
             // Iterations are not units of the project.
             Some(_) => Ok(()),
@@ -501,7 +497,7 @@ pub async fn run(cli: &Cli, request: RunRequest, config: Arc<Config>) -> Result<
     if let Some(e) = history_error {
         eprintln!("runner: history: cannot record this run: {e}");
         if store_was_readable {
-            exit = record_late_fault(&run_dir, summary, "history", &e);
+            exit = record_late_fault(&run_dir, (*summary).clone(), "history", &e);
         }
     }
     // Old run directories go once this run's own are written.
@@ -543,10 +539,7 @@ fn record_late_fault(
     let verdict = summary.verdict();
     summary.outcome = Some(verdict.outcome);
     summary.exit_code = Some(verdict.exit_code);
-    if let Err(e) = files::write_atomic(
-        &run_dir.join("summary.json"),
-        &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-    ) {
+    if let Err(e) = files::write_json_atomic(&run_dir.join("summary.json"), &summary) {
         eprintln!("runner: cannot write summary: {e}");
     }
     verdict.exit_code

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::event::{RunOutcome, RunState};
+use crate::event::RunOutcome;
 use crate::report::files;
 
 /// What a prune did.
@@ -64,9 +64,10 @@ pub fn prune_runs(root: &Path, keep: usize, max_bytes: u64) -> Pruned {
     runs.sort_by(|a, b| b.order.cmp(&a.order).then(b.id.cmp(&a.id)));
     let mut last_failed_seen = false;
     for (i, run) in runs.iter_mut().enumerate() {
-        let summary: Option<RunState> = std::fs::read(run.path.join("summary.json"))
+        // Only the outcome is read: a summary of 100,000 units is not folded again.
+        let summary: Option<SummaryOutcome> = std::fs::File::open(run.path.join("summary.json"))
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+            .and_then(|f| serde_json::from_reader(std::io::BufReader::new(f)).ok());
         let failed = summary
             .as_ref()
             .is_some_and(|s| s.outcome.is_some_and(|o| o != RunOutcome::Passed));
@@ -104,6 +105,13 @@ pub fn prune_runs(root: &Path, keep: usize, max_bytes: u64) -> Pruned {
     pruned
 }
 
+/// The one field of `summary.json` that pruning needs.
+#[derive(serde::Deserialize)]
+struct SummaryOutcome {
+    #[serde(default)]
+    outcome: Option<RunOutcome>,
+}
+
 /// Bytes of the files under `path` (links not followed).
 fn size_of(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
@@ -122,6 +130,7 @@ fn size_of(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::RunState;
 
     fn run(root: &Path, id: &str, outcome: Option<RunOutcome>, bytes: usize) {
         let dir = files::run_dir(root, id);
