@@ -8,6 +8,8 @@
 #   trivial  a generated crate with 1,000 trivial tests (one lib, ten modules)
 #   real     layered-runner's own library tests, from a `git archive HEAD` snapshot
 #            (a stable copy: the work tree may be mid-edit)
+#   crate    a crate from crates.io: regex-syntax 0.8.5's library tests (no dependencies;
+#            its published source is downloaded from static.crates.io)
 #
 # For each suite and round: `cargo nextest run -E <filter>` then `runner --use-layers
 # bench` with one `nextest: {filter: <filter>}` category. Both include their discovery
@@ -53,8 +55,12 @@ PY
 mkdir -p "$work/real"
 git archive HEAD | tar -x -C "$work/real"
 
+curl -sSfL "https://static.crates.io/crates/regex-syntax/regex-syntax-0.8.5.crate" \
+  | tar -xz -C "$work"
+(cd "$work/regex-syntax-0.8.5" && printf '\n[workspace]\n' >> Cargo.toml && cargo generate-lockfile --quiet)
+
 # suite name, crate dir, filter
-SUITES=("trivial $work/trivial all()" "real $work/real kind(lib)")
+SUITES=("trivial $work/trivial all()" "real $work/real kind(lib)" "crate $work/regex-syntax-0.8.5 kind(lib)")
 
 for entry in "${SUITES[@]}"; do
   read -r name dir filter <<<"$entry"

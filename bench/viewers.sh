@@ -9,6 +9,8 @@
 # competes with the units' (the ratio includes it).
 # VIEWER_NICE=19 runs the viewers at that nice level (they then get only the CPU the
 # run leaves, as viewers on other machines would). The viewers' own CPU is printed.
+# The viewers ask for batches (`batch=1`, one message per server tick), as the built-in
+# viewer and `runner watch` do; VIEWER_BATCH=0 makes them take one message per event.
 # Usage: bench/viewers.sh [VIEWERS] [UNITS] [REPEAT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,7 @@ if [ -z "${RUNNER_BIN:-}" ]; then
 fi
 BIN=${RUNNER_BIN:-$TARGET/release/runner}
 CLIENT=${CLIENT_BIN:-$TARGET/release/examples/ws_fanout}
+[ -x "$CLIENT" ] || { echo "no viewer client at $CLIENT: cargo build --release --example ws_fanout" >&2; exit 2; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -55,7 +58,7 @@ if len(runs) > int(sys.argv[2]): print(json.load(open(runs[-1])).get("progress_u
     done
     if [ "$mode" = viewers ]; then
         stats=$(/usr/bin/time -f '%U %S' -o "$work/client_time" nice -n "${VIEWER_NICE:-0}" \
-            "$CLIENT" "${url/http:/ws:}ws" "$VIEWERS" "$work/p/gate" | python3 -c 'import json,sys
+            "$CLIENT" "${url/http:/ws:}ws$query" "$VIEWERS" "$work/p/gate" | python3 -c 'import json,sys
 j = json.load(sys.stdin); u, s = open(sys.argv[1]).read().split()[-2:]
 print(j["events_min"], j["resyncs"], j["latency_ms_p50"], j["latency_ms_p99"], round(float(u) + float(s), 2))' "$work/client_time")
     else
@@ -72,6 +75,8 @@ for l in open(sys.argv[1] + "events.jsonl"):
     echo "$ms $stats"
 }
 
+query=""
+[ "${VIEWER_BATCH:-1}" = 1 ] && query="?batch=1"
 none=(); viewers=(); none_cpu=(); viewers_cpu=()
 for r in $(seq 1 "$REPEAT"); do
     read -r m mc _ _ _ _ _ < <(run none); none+=("$m"); none_cpu+=("$mc")

@@ -7,7 +7,8 @@
 //! until `run_finished`. For each live event it records the latency from the
 //! event's `ts` (emit time, millisecond precision, truncated) to its arrival, and
 //! checks that `seq` has no gap. Prints one JSON object: clients, events per
-//! client, latency p50/p99/max in ms, gaps, resyncs.
+//! client, latency p50/p99/max in ms, gaps, resyncs. A URL with `batch=1` gets the
+//! live events as JSON arrays (one message per server tick); each event counts.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,21 @@ struct Tally {
     events: u64,
     gaps: u64,
     resyncs: u64,
+}
+
+impl Tally {
+    /// Count one live event that arrived at `arrived`; true for `run_finished`.
+    fn event(&mut self, head: &Head, seq: &mut u64, arrived: i64) -> bool {
+        if head.seq != *seq + 1 {
+            self.gaps += 1;
+        }
+        *seq = head.seq;
+        self.events += 1;
+        if let Some(emitted) = head.ts.as_deref().and_then(ts_us) {
+            self.latencies_us.push(arrived - emitted);
+        }
+        head.ty == "run_finished"
+    }
 }
 
 fn now_us() -> i64 {
@@ -76,6 +92,17 @@ async fn main() {
             while let Some(Ok(msg)) = ws.next().await {
                 let Message::Text(text) = msg else { continue };
                 let arrived = now_us();
+                if text.as_str().starts_with('[') {
+                    let heads: Vec<Head> = serde_json::from_str(text.as_str()).expect("JSON");
+                    let mut done = false;
+                    for head in heads {
+                        done |= t.event(&head, &mut seq, arrived);
+                    }
+                    if done {
+                        break;
+                    }
+                    continue;
+                }
                 let head: Head = serde_json::from_str(text.as_str()).expect("JSON");
                 match head.ty.as_ref() {
                     "snapshot" => {
@@ -92,15 +119,7 @@ async fn main() {
                     "resume" => continue,
                     _ => {}
                 }
-                if head.seq != seq + 1 {
-                    t.gaps += 1;
-                }
-                seq = head.seq;
-                t.events += 1;
-                if let Some(emitted) = head.ts.as_deref().and_then(ts_us) {
-                    t.latencies_us.push(arrived - emitted);
-                }
-                if head.ty == "run_finished" {
+                if t.event(&head, &mut seq, arrived) {
                     break;
                 }
             }

@@ -280,6 +280,51 @@ async fn client_gets_a_snapshot_then_every_event_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_client_gets_the_same_events_as_arrays() {
+    let p = project(12, true);
+    let mut child = p
+        .runner()
+        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
+        .spawn();
+    let url = progress_url(&p, &mut child);
+    let mut ws = connect(&format!("{}?batch=1", ws_url(&url))).await;
+    let snapshot = next_json(&mut ws).await.expect("a snapshot");
+    assert_eq!(snapshot["type"], "snapshot", "first message: {snapshot}");
+    let state: RunState = serde_json::from_value(snapshot["state"].clone()).unwrap();
+    open_gate(&p);
+    let mut events = Vec::new();
+    let mut messages = 0;
+    while !events
+        .last()
+        .is_some_and(|e: &Value| e["type"] == "run_finished")
+    {
+        let m = next_json(&mut ws)
+            .await
+            .expect("the connection closed before run_finished");
+        let batch = m
+            .as_array()
+            .unwrap_or_else(|| panic!("a live message is an array: {m}"));
+        assert!(!batch.is_empty(), "no empty batch");
+        events.extend(batch.iter().cloned());
+        messages += 1;
+    }
+    let out = spawn_blocking_wait(child).await.unwrap();
+    out.assert_code(1);
+    let (file_events, _) = check_run(&p, &out);
+    let s = state.seq as usize;
+    assert_eq!(
+        events,
+        file_events[s..],
+        "live events = events.jsonl after the snapshot"
+    );
+    assert!(
+        messages <= events.len(),
+        "{messages} messages for {} events",
+        events.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_with_since_seq_loses_nothing() {
     let p = project(30, false);
     // The slow layer's first unit holds the run until `gate2` exists.

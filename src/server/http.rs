@@ -52,6 +52,8 @@ pub struct Params {
     token: Option<String>,
     since_seq: Option<u64>,
     thread_id: Option<String>,
+    /// `batch=1`: live events as JSON arrays (see the protocol).
+    batch: Option<String>,
 }
 
 /// The router.
@@ -178,6 +180,7 @@ async fn ws(
     let session_params = SessionParams {
         since_seq: params.since_seq,
         thread_id: params.thread_id.filter(|t| !t.is_empty()),
+        batch: matches!(params.batch.as_deref(), Some("1" | "true")),
     };
     upgrade
         // Clients send little; a small read buffer keeps each read attempt cheap

@@ -4,7 +4,7 @@
 //! events into its own `RunState` (for snapshots), serializes each event once
 //! (redacted) and keeps the last `ring_size` of them for `since_seq` resumption.
 //! Clients are fed per tick, not per event: the frames published within one
-//! [`TICK`] go to every client as one shared [`Batch`] (one queue push and one
+//! [`tick`] (8 ms, up to 32 ms with 100 clients) go to every client as one shared [`Batch`] (one queue push and one
 //! wake per client per tick; the first event after a quiet spell goes out at
 //! once). Each client's queue is bounded in frames; the hub never waits on it, so
 //! a client that does not keep up never delays the hub, the run or other clients:
@@ -17,8 +17,8 @@
 //! same point of the stream: nothing is lost or repeated in between.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -55,8 +55,23 @@ impl Frame {
     }
 }
 
-/// While events keep coming, clients are fed at most this often.
+/// While events keep coming, clients are fed at most once per tick: [`TICK`] with a
+/// few clients, growing by [`TICK_PER_CLIENT`] for each up to [`TICK_MAX`] (100
+/// clients). Each tick costs a write and a wake-up per client, on the runner's threads
+/// and in the clients; with many clients, fewer and larger batches keep the fan-out
+/// from slowing the run, at the price of a few more milliseconds of latency.
 pub const TICK: Duration = Duration::from_millis(8);
+/// What each connected client adds to the tick.
+pub const TICK_PER_CLIENT: Duration = Duration::from_micros(240);
+/// The longest tick.
+pub const TICK_MAX: Duration = Duration::from_millis(32);
+
+/// The tick for `clients` connected clients.
+pub fn tick(clients: usize) -> Duration {
+    let clients = u32::try_from(clients).unwrap_or(u32::MAX);
+    TICK.saturating_add(TICK_PER_CLIENT.saturating_mul(clients))
+        .min(TICK_MAX)
+}
 
 /// The frames of one tick, shared by every client (`end`: how many of them this
 /// client gets; fewer than all only for the last batch of a client that lagged).
@@ -64,6 +79,8 @@ pub const TICK: Duration = Duration::from_millis(8);
 pub struct Batch {
     frames: Arc<[Frame]>,
     end: usize,
+    /// The whole tick as one message, built by the first client that asks for it.
+    joined: Arc<OnceLock<Utf8Bytes>>,
 }
 
 impl Batch {
@@ -71,6 +88,30 @@ impl Batch {
     pub fn frames(&self) -> &[Frame] {
         &self.frames[..self.end]
     }
+
+    /// The frames as one message for clients that asked for batches (`batch=1`): a JSON
+    /// array of the events in `seq` order. The whole tick is joined once and shared by
+    /// every client; a partial batch (a lagging client's last) is joined for itself.
+    pub fn joined(&self) -> Utf8Bytes {
+        if self.end == self.frames.len() {
+            self.joined.get_or_init(|| join(self.frames.iter())).clone()
+        } else {
+            join(self.frames())
+        }
+    }
+}
+
+/// `frames` as one JSON array.
+pub fn join<'a>(frames: impl IntoIterator<Item = &'a Frame>) -> Utf8Bytes {
+    let mut text = String::from("[");
+    for (i, f) in frames.into_iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(f.text.as_str());
+    }
+    text.push(']');
+    text.into()
 }
 
 /// A client's live queue: batches, bounded in frames by the hub.
@@ -308,7 +349,8 @@ impl Hub {
         self.pending.push(frame);
         if self.feed_at.is_none() {
             let now = Instant::now();
-            let at = self.last_feed.map_or(now, |last| (last + TICK).max(now));
+            let tick = tick(self.clients.len());
+            let at = self.last_feed.map_or(now, |last| (last + tick).max(now));
             if at <= now {
                 self.feed_clients();
             } else {
@@ -325,6 +367,7 @@ impl Hub {
         }
         self.last_feed = Some(Instant::now());
         let frames: Arc<[Frame]> = std::mem::take(&mut self.pending).into();
+        let joined = Arc::new(OnceLock::new());
         let limit = self.limits.client_queue;
         let stats = &self.stats;
         self.clients.retain(|c| {
@@ -336,6 +379,7 @@ impl Hub {
                 let batch = Batch {
                     frames: Arc::clone(&frames),
                     end,
+                    joined: Arc::clone(&joined),
                 };
                 if c.tx.send(batch).is_err() {
                     return false;
@@ -451,6 +495,43 @@ mod tests {
             Arc::new(Redactor::from_vars([("MY_TOKEN", "hunter22")])),
             CancellationToken::new(),
         )
+    }
+
+    #[test]
+    fn the_tick_grows_with_the_clients_up_to_its_cap() {
+        assert_eq!(tick(0), TICK);
+        assert_eq!(tick(1), Duration::from_micros(8_240));
+        assert_eq!(tick(50), Duration::from_millis(20));
+        assert_eq!(tick(100), TICK_MAX);
+        assert_eq!(tick(usize::MAX), TICK_MAX);
+    }
+
+    #[test]
+    fn a_batch_is_one_json_array_of_its_events_joined_once() {
+        let frame = |seq: u64| Frame {
+            seq,
+            thread_id: None,
+            control: false,
+            text: format!(r#"{{"seq":{seq}}}"#).into(),
+        };
+        let frames: Arc<[Frame]> = vec![frame(1), frame(2), frame(3)].into();
+        let joined = Arc::new(OnceLock::new());
+        let whole = Batch {
+            frames: Arc::clone(&frames),
+            end: 3,
+            joined: Arc::clone(&joined),
+        };
+        let text = whole.joined();
+        let v: Value = serde_json::from_str(text.as_str()).unwrap();
+        assert_eq!(v, serde_json::json!([{"seq": 1}, {"seq": 2}, {"seq": 3}]));
+        assert!(joined.get().is_some(), "kept for the other clients");
+        // A lagging client's partial batch gets only what it was given.
+        let partial = Batch {
+            frames,
+            end: 2,
+            joined,
+        };
+        assert_eq!(partial.joined().as_str(), r#"[{"seq":1},{"seq":2}]"#);
     }
 
     fn json(f: &Frame) -> Value {

@@ -111,7 +111,19 @@ pub enum ServerMessage {
 
 /// Parse a server's text message.
 pub fn parse_server_message(text: &str) -> Result<ServerMessage, serde_json::Error> {
-    let value: Value = serde_json::from_str(text)?;
+    message_of(serde_json::from_str(text)?)
+}
+
+/// Parse a server's text message that may be a batch (`batch=1`: a JSON array of
+/// events): its messages in order.
+pub fn parse_server_messages(text: &str) -> Result<Vec<ServerMessage>, serde_json::Error> {
+    match serde_json::from_str(text)? {
+        Value::Array(items) => items.into_iter().map(message_of).collect(),
+        value => Ok(vec![message_of(value)?]),
+    }
+}
+
+fn message_of(value: Value) -> Result<ServerMessage, serde_json::Error> {
     match value.get("type").and_then(Value::as_str) {
         Some("snapshot") => {
             let reason = value["reason"].as_str().unwrap_or("connect").to_string();

@@ -1,16 +1,16 @@
 //! One WebSocket client: its first messages, its live queue, its requests.
 //!
 //! A session subscribes to the hub, sends the snapshot (or the resume
-//! acknowledgement and the replayed events), then forwards its live queue one
-//! hub batch at a time (fed, then flushed once: one write per hub tick). It reads the
-//! client's messages at the same time: `{"since_seq":N}` restarts the stream after
-//! `N`, `{"thread_id":"..."}` sets the filter, anything else is ignored. When the
-//! hub flags the queue as lagged the session resubscribes with a resync snapshot,
-//! at most [`MAX_RESYNCS`] times in a row (a minute apart resets the count), then
-//! closes with a reason. When the run is over
-//! (the queue ends without lag) it closes with `1000 run finished`. Every write is
-//! abandoned at server shutdown, so a client that never reads cannot hold the
-//! runner.
+//! acknowledgement and the replayed events), then forwards its live queue one hub
+//! batch at a time (fed, then flushed once: one write per hub tick). A client that
+//! asked for `batch=1` gets each batch as one message, a JSON array of its events,
+//! joined once per tick for every such client. It reads the client's messages at the
+//! same time: `{"since_seq":N}` restarts the stream after `N`, `{"thread_id":"..."}`
+//! sets the filter, anything else is ignored. When the hub flags the queue as lagged
+//! the session resubscribes with a resync snapshot, at most [`MAX_RESYNCS`] times in a
+//! row (a minute apart resets the count), then closes with a reason. When the run is
+//! over (the queue ends without lag) it closes with `1000 run finished`. Every write is
+//! abandoned at server shutdown, so a client that never reads cannot hold the runner.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -42,6 +42,8 @@ pub struct SessionParams {
     pub since_seq: Option<u64>,
     /// `?thread_id=...`.
     pub thread_id: Option<String>,
+    /// `?batch=1`: live events come as JSON arrays, one message per hub tick.
+    pub batch: bool,
 }
 
 /// Why a send loop stopped.
@@ -92,6 +94,7 @@ pub async fn run(
     params: SessionParams,
     shutdown: CancellationToken,
 ) {
+    let batched = params.batch;
     let mut filter = params.thread_id;
     let mut request = (params.since_seq, SnapshotReason::Connect);
     let mut resyncs = 0;
@@ -132,6 +135,22 @@ pub async fn run(
                     Some(Ok(_)) => {}
                 },
                 batch = live.recv_batch() => match batch {
+                    Some(batch) if batched => {
+                        // One message for the tick.
+                        let text = match filter.as_deref() {
+                            None => Some(batch.joined()),
+                            Some(t) => {
+                                let passing: Vec<&Frame> =
+                                    batch.frames().iter().filter(|f| f.passes(Some(t))).collect();
+                                (!passing.is_empty()).then(|| super::hub::join(passing))
+                            }
+                        };
+                        if let Some(text) = text
+                            && let Err(stop) = guarded(&shutdown, ws.send(Message::Text(text))).await
+                        {
+                            return finish(&mut ws, stop).await;
+                        }
+                    }
                     Some(batch) => {
                         // The hub sends one batch per tick: one write and one wake for
                         // all the events of the tick.

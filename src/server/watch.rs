@@ -18,7 +18,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use is_terminal::IsTerminal;
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest, http};
 
-use super::protocol::{ServerMessage, parse_server_message};
+use super::protocol::{ServerMessage, parse_server_messages};
 use crate::event::{Event, EventKind, Outcome, RunState, UnitStatus};
 use crate::exit_code;
 use crate::report::console::{self, Palette};
@@ -57,13 +57,13 @@ pub fn ws_url(input: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{authority}{path}{query}"))
 }
 
+/// The stream URL to connect to: events in batches (one message per server tick),
+/// resumed after `since` when given.
 fn with_since(url: &str, since: Option<u64>) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
     match since {
-        Some(n) => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}since_seq={n}")
-        }
-        None => url.to_string(),
+        Some(n) => format!("{url}{sep}batch=1&since_seq={n}"),
+        None => format!("{url}{sep}batch=1"),
     }
 }
 
@@ -216,40 +216,42 @@ async fn follow(mut stream: Stream, state: &mut Option<RunState>, view: &mut Vie
             Ok(_) => continue,
             Err(e) => return Ended::Lost(e.to_string()),
         };
-        let Ok(message) = parse_server_message(&text) else {
+        let Ok(messages) = parse_server_messages(&text) else {
             continue;
         };
-        match message {
-            ServerMessage::Snapshot { state: s, reason } => {
-                view.snapshot(&s, &reason);
-                let done = s.exit_code;
-                *state = Some(*s);
-                if let (Some(code), Some(st)) = (done, state.as_ref()) {
-                    view.finish(st);
-                    return Ended::Finished(code);
+        for message in messages {
+            match message {
+                ServerMessage::Snapshot { state: s, reason } => {
+                    view.snapshot(&s, &reason);
+                    let done = s.exit_code;
+                    *state = Some(*s);
+                    if let (Some(code), Some(st)) = (done, state.as_ref()) {
+                        view.finish(st);
+                        return Ended::Finished(code);
+                    }
                 }
-            }
-            ServerMessage::Resume { .. } => {}
-            ServerMessage::Event(event) => {
-                let st = state.get_or_insert_with(RunState::default);
-                if event.seq <= st.seq {
-                    continue;
+                ServerMessage::Resume { .. } => {}
+                ServerMessage::Event(event) => {
+                    let st = state.get_or_insert_with(RunState::default);
+                    if event.seq <= st.seq {
+                        continue;
+                    }
+                    if event.seq != st.seq + 1 {
+                        return Ended::Lost(format!("gap in the stream after seq {}", st.seq));
+                    }
+                    st.apply(&event);
+                    view.event(st, &event);
+                    if let EventKind::RunFinished { exit_code, .. } = event.kind {
+                        view.finish(st);
+                        return Ended::Finished(exit_code);
+                    }
                 }
-                if event.seq != st.seq + 1 {
-                    return Ended::Lost(format!("gap in the stream after seq {}", st.seq));
-                }
-                st.apply(&event);
-                view.event(st, &event);
-                if let EventKind::RunFinished { exit_code, .. } = event.kind {
-                    view.finish(st);
-                    return Ended::Finished(exit_code);
-                }
-            }
-            ServerMessage::Unknown { seq } => {
-                if let Some(st) = state.as_mut()
-                    && seq == Some(st.seq + 1)
-                {
-                    st.seq += 1;
+                ServerMessage::Unknown { seq } => {
+                    if let Some(st) = state.as_mut()
+                        && seq == Some(st.seq + 1)
+                    {
+                        st.seq += 1;
+                    }
                 }
             }
         }
@@ -491,11 +493,12 @@ mod tests {
         assert!(ws_url("http:///ws").is_err());
         assert_eq!(
             with_since("ws://h:1/ws", Some(5)),
-            "ws://h:1/ws?since_seq=5"
+            "ws://h:1/ws?batch=1&since_seq=5"
         );
         assert_eq!(
             with_since("ws://h:1/ws?token=t", Some(5)),
-            "ws://h:1/ws?token=t&since_seq=5"
+            "ws://h:1/ws?token=t&batch=1&since_seq=5"
         );
+        assert_eq!(with_since("ws://h:1/ws", None), "ws://h:1/ws?batch=1");
     }
 }
