@@ -136,7 +136,9 @@ impl Capture {
     pub fn new(head_bytes: usize, tail_bytes: usize) -> Self {
         Capture {
             head_limit: head_bytes,
-            head: Vec::with_capacity(head_bytes.min(CHUNK)),
+            // Grows with the output: most units print little, and a buffer reserved up
+            // front is memory touched (and zeroed by the kernel) for every unit.
+            head: Vec::new(),
             tail: Ring::new(tail_bytes),
             total: 0,
             omitted: 0,
@@ -363,8 +365,10 @@ where
     O: AsyncRead + Unpin,
     E: AsyncRead + Unpin,
 {
-    let mut out_buf = vec![0u8; CHUNK];
-    let mut err_buf = vec![0u8; CHUNK];
+    // Read buffers start small and double while reads fill them, up to CHUNK: a unit
+    // that prints a line costs no 64 KiB of zeroed memory, a flood is read in 64 KiB.
+    let mut out_buf = ReadBuf::default();
+    let mut err_buf = ReadBuf::default();
     // When pending run-log output must be written (see `runlog::FLUSH_AFTER`).
     let mut flush_at: Option<Instant> = None;
     while out.is_some() || err.is_some() {
@@ -372,8 +376,8 @@ where
             biased;
             _ = cancel.cancelled() => Read::Cancelled,
             () = sleep_until_some(flush_at), if flush_at.is_some() => Read::Flush,
-            r = async { out.as_mut().expect("guarded").read(&mut out_buf).await }, if out.is_some() => Read::Out(r),
-            r = async { err.as_mut().expect("guarded").read(&mut err_buf).await }, if err.is_some() => Read::Err(r),
+            r = async { out_buf.read(out.as_mut().expect("guarded")).await }, if out.is_some() => Read::Out(r),
+            r = async { err_buf.read(err.as_mut().expect("guarded")).await }, if err.is_some() => Read::Err(r),
         };
         let chunk = match read {
             Read::Cancelled => break,
@@ -391,8 +395,8 @@ where
                 err = None;
                 continue;
             }
-            Read::Out(Ok(n)) => &out_buf[..n],
-            Read::Err(Ok(n)) => &err_buf[..n],
+            Read::Out(Ok(_)) => out_buf.data(),
+            Read::Err(Ok(_)) => err_buf.data(),
         };
         capture.push(chunk);
         log.write(chunk).await;
@@ -405,6 +409,35 @@ where
     }
     log.finish().await;
     (capture.finish(), log)
+}
+
+/// A read buffer that grows from [`READ_START`] to [`CHUNK`] while reads fill it.
+#[derive(Default)]
+struct ReadBuf {
+    buf: Vec<u8>,
+}
+
+/// The first read buffer of a stream.
+const READ_START: usize = 4 * 1024;
+
+impl ReadBuf {
+    /// Read what is available into the buffer (replacing what was there); the count.
+    async fn read<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> std::io::Result<usize> {
+        let cap = self.buf.capacity();
+        if cap == 0 {
+            self.buf.reserve_exact(READ_START);
+        } else if self.buf.len() == cap && cap < CHUNK {
+            self.buf.reserve_exact(cap);
+        }
+        self.buf.clear();
+        // Reads into the spare capacity: nothing is zeroed first.
+        r.read_buf(&mut self.buf).await
+    }
+
+    /// The bytes of the last read.
+    fn data(&self) -> &[u8] {
+        &self.buf
+    }
 }
 
 /// Sleeps until `at` (never when `None`; the caller guards that).
