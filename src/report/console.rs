@@ -425,6 +425,9 @@ enum BarUpdate {
 struct RichView {
     multi: MultiProgress,
     bars: std::sync::Mutex<HashMap<String, ProgressBar>>,
+    /// The running units (id -> layer, name), kept from the events: finding them in the
+    /// fold would walk the layer's units on every event.
+    running: std::sync::Mutex<indexmap::IndexMap<String, (String, String)>>,
     palette: Palette,
 }
 
@@ -433,6 +436,7 @@ impl RichView {
         Self {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10)),
             bars: Default::default(),
+            running: Default::default(),
             palette,
         }
     }
@@ -451,6 +455,18 @@ impl RichView {
                 layer: layer.clone(),
                 total: total as u64,
             });
+        }
+        let mut running = self.running.lock().expect("running lock");
+        match &event.kind {
+            EventKind::TestStarted { unit, .. } => {
+                if let Some(u) = state.units.get(unit) {
+                    running.insert(unit.clone(), (u.layer.clone(), u.name.clone()));
+                }
+            }
+            EventKind::TestFinished { unit, .. } | EventKind::TestSkipped { unit, .. } => {
+                running.shift_remove(unit);
+            }
+            _ => {}
         }
         let bars = self.bars.lock().expect("bars lock");
         let started = match &event.kind {
@@ -474,10 +490,10 @@ impl RichView {
                 });
                 continue;
             }
-            let running: Vec<&str> = state
-                .layer_units(name)
-                .filter(|(_, u)| u.status == crate::event::UnitStatus::Running)
-                .map(|(_, u)| u.name.as_str())
+            let running: Vec<&str> = running
+                .values()
+                .filter(|(layer, _)| layer == name)
+                .map(|(_, unit)| unit.as_str())
                 .take(3)
                 .collect();
             let failed = if c.failed > 0 {
