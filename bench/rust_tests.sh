@@ -3,11 +3,16 @@
 # A generated crate (ten modules of 100 one-line tests) is built once. Then, alternating,
 # REPEAT rounds (default 3):
 #   - bare: `xargs -P2` runs `<test binary> --exact <name>` for every test;
-#   - runner: `runner --use-layers bench --jobs 2` with one `nextest:` category.
+#   - runner: `runner --use-layers bench --jobs 2` with one `nextest:` category;
+#   - nextest: `cargo-nextest nextest run --test-threads 2` of the same crate.
 # Wall-clock: the bare run's elapsed time against the runner's layer `duration_ms` (the
 # tests' execution, listing excluded). The runner's own CPU per test is `runner_cost`
 # (user + system, children excluded) of the run's summary.json divided by the tests;
 # it includes the run's planning and listing bookkeeping, so it is an upper bound.
+# nextest's own CPU is that of the cargo-nextest process (all its threads; cargo, the
+# test binaries' listing and the tests are its children and excluded), read by
+# bench/nextest_measure.py the same way. It includes nextest's own listing of the
+# binaries, which the runner leaves to its `cargo nextest list` child.
 # Usage: bench/rust_tests.sh [REPEAT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,17 +77,26 @@ c = s.get("runner_cost") or s.get("state", {}).get("runner_cost")
 print(ms, c["user_ms"] + c["system_ms"], c["peak_rss_kb"])' "$work/project"
 }
 
-runner >/dev/null; bare >/dev/null   # warm-up
-b=(); r=(); cpu=(); rss=()
+NEXTEST_BIN=$(command -v cargo-nextest)
+nextest() {
+    python3 bench/nextest_measure.py --cwd "$work/trivial" -- \
+        "$NEXTEST_BIN" nextest run --test-threads 2 --no-fail-fast |
+        python3 -c 'import json,sys; print(round(json.load(sys.stdin)["self_cpu_s"] * 1000))'
+}
+
+runner >/dev/null; bare >/dev/null; nextest >/dev/null   # warm-up
+b=(); r=(); cpu=(); rss=(); nx=()
 for i in $(seq 1 "$REPEAT"); do
     bm=$(bare); read -r rm rc rk < <(runner)
-    b+=("$bm"); r+=("$rm"); cpu+=("$rc"); rss+=("$rk")
-    echo "round $i: bare ${bm} ms, runner layer ${rm} ms, runner own CPU ${rc} ms, peak RSS ${rk} KiB" >&2
+    nm=$(nextest)
+    b+=("$bm"); r+=("$rm"); cpu+=("$rc"); rss+=("$rk"); nx+=("$nm")
+    echo "round $i: bare ${bm} ms, runner layer ${rm} ms, runner own CPU ${rc} ms, peak RSS ${rk} KiB, nextest own CPU ${nm} ms" >&2
 done
-python3 - "$TESTS" "${b[*]}" "${r[*]}" "${cpu[*]}" "${rss[*]}" <<'PY'
+python3 - "$TESTS" "${b[*]}" "${r[*]}" "${cpu[*]}" "${rss[*]}" "${nx[*]}" <<'PY'
 import statistics as st, sys
-n = int(sys.argv[1]); b, r, c, k = ([float(x) for x in a.split()] for a in sys.argv[2:6])
+n = int(sys.argv[1]); b, r, c, k, x = ([float(v) for v in a.split()] for a in sys.argv[2:7])
 print(f"{n} tests, medians of {len(b)} alternating rounds")
 print(f"bare xargs -P2 {st.median(b):.0f} ms   runner layer {st.median(r):.0f} ms   ratio {st.median(r) / st.median(b):.2f} (per round {[round(y / x, 2) for x, y in zip(b, r)]})")
 print(f"runner own CPU {st.median(c):.0f} ms = {st.median(c) / n:.3f} ms per test   peak RSS {st.median(k) / 1024:.1f} MiB")
+print(f"nextest own CPU {st.median(x):.0f} ms = {st.median(x) / n:.3f} ms per test   runner / nextest {st.median(c) / st.median(x):.2f} (per round {[round(q / p, 2) for p, q in zip(x, c)]})")
 PY
