@@ -244,6 +244,23 @@ async fn spawn_failures_are_errors_that_name_the_command() {
     assert!(err.to_string().contains("/no/such/binary"), "{err}");
 }
 
+/// stdout and stderr share one pipe: the output is what a terminal would show, line for
+/// line in the order the unit wrote it (two pipes read side by side reorder them).
+#[tokio::test]
+async fn stdout_and_stderr_keep_the_order_they_were_written_in() {
+    let fx = Fixture::new();
+    let cmd =
+        fx.shell("i=0; while [ $i -lt 300 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done");
+    let limits = ExecLimits {
+        head_bytes: 1 << 20,
+        ..limits()
+    };
+    let r = run(&cmd, &limits).await;
+    assert_eq!(r.termination, Termination::Exited(0));
+    let expected: String = (0..300).map(|i| format!("out{i}\nerr{i}\n")).collect();
+    assert_eq!(r.output.text_lossy(), expected);
+}
+
 #[tokio::test]
 async fn output_flood_is_bounded_in_memory_and_in_the_log() {
     let fx = Fixture::new();

@@ -1,4 +1,5 @@
-//! Bounded output capture: a unit's stdout and stderr, read concurrently into one stream.
+//! Bounded output capture: a unit's output (stdout and stderr share one pipe; `pump`
+//! also reads two streams side by side) into one stream.
 //!
 //! This module owns the memory bound and the log cap. In memory the runner keeps the
 //! first `head_bytes` and a ring of the last `tail_bytes`; everything else is only counted.
@@ -9,7 +10,8 @@
 //!
 //! The reader never stops draining the pipes while the child is alive (a child blocked on
 //! a full pipe would look like a hang), so a unit that prints gigabytes costs the runner
-//! two fixed read buffers, the head, the ring and a buffered writer: nothing more.
+//! a bounded read buffer per stream, the head, the ring and a buffered writer: nothing
+//! more.
 
 use std::io;
 use std::path::Path;
@@ -351,9 +353,9 @@ enum Read {
     Cancelled,
 }
 
-/// Reads both pipes until both reach end-of-file, or until `cancel` fires (used when a
-/// leftover process we could not kill still holds a pipe open). Every chunk goes to the
-/// in-memory capture and to the log.
+/// Reads the streams (one, or two side by side) until each reaches end-of-file, or
+/// until `cancel` fires (used when a leftover process we could not kill still holds a
+/// pipe open). Every chunk goes to the in-memory capture and to the log.
 pub(crate) async fn pump<O, E>(
     mut out: Option<O>,
     mut err: Option<E>,

@@ -26,8 +26,9 @@
 //! # The life of a unit
 //!
 //! 1. The child is spawned in its own process group (its pid is the group id), stdin
-//!    from `/dev/null`, stdout and stderr piped, `RUNNER_UNIT_TOKEN=<token>` in its
-//!    environment. A task drains both pipes into one bounded capture and the log.
+//!    from `/dev/null`, stdout and stderr into one pipe (the output keeps the order the
+//!    unit wrote it in), `RUNNER_UNIT_TOKEN=<token>` in its environment. A task drains
+//!    the pipe into a bounded capture and the log.
 //! 2. The runner waits for the first of: the main process exits (its pidfd becomes
 //!    readable on the runtime), the timeout, a stop. The main process is *not reaped*
 //!    yet, so its group id stays reserved.
@@ -161,15 +162,19 @@ pub async fn run_unit(
             capture::LogFile::create(&cmd.log_path, limits.log_max_bytes).await?,
         ),
     };
-    let mut command = unix::build_command(cmd)?;
-    let (mut child, pid) = reaper::spawn_registered(token, || {
+    let (output, output_writer) = std::io::pipe()?;
+    let mut command = unix::build_command(cmd, output_writer)?;
+    let spawned = reaper::spawn_registered(token, || {
         let child = command.spawn()?;
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
         Ok((child, pid))
-    })
-    .map_err(|e| {
+    });
+    // The command holds the pipe's write ends: closed here, the output ends when the
+    // unit's last process closes its copies.
+    drop(command);
+    let (mut child, pid) = spawned.map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
@@ -189,9 +194,10 @@ pub async fn run_unit(
 
     let cancel_reader = CancellationToken::new();
     let _cancel_reader_on_drop = cancel_reader.clone().drop_guard();
+    let output = tokio::net::unix::pipe::Receiver::from_owned_fd(output.into())?;
     let mut reader = tokio::spawn(capture::pump(
-        child.stdout.take(),
-        child.stderr.take(),
+        Some(output),
+        None::<tokio::net::unix::pipe::Receiver>,
         capture::Capture::new(limits.head_bytes, limits.tail_bytes),
         log,
         cancel_reader.clone(),

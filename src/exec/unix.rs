@@ -49,9 +49,17 @@ const KILL_ROUND_PAUSE: Duration = Duration::from_millis(10);
 pub(crate) const KILL_PERSIST: Duration = Duration::from_secs(5);
 
 /// Builds the child command: `/bin/sh -c` or a program, in `cwd`, with the unit's
-/// environment and token, stdin from `/dev/null`, stdout and stderr piped, in a new
-/// process group, with niceness and `RLIMIT_AS` applied between fork and exec.
-pub(crate) fn build_command(unit: &UnitCommand) -> io::Result<tokio::process::Command> {
+/// environment and token, stdin from `/dev/null`, stdout and stderr both writing into
+/// `output` (one pipe: the runner reads one stream, in the order the unit wrote it, as
+/// a terminal would show it), in a new process group, with niceness and `RLIMIT_AS`
+/// applied between fork and exec.
+///
+/// The command keeps the pipe's write end: drop it once the child is spawned, or the
+/// reader never sees the end of the output.
+pub(crate) fn build_command(
+    unit: &UnitCommand,
+    output: std::io::PipeWriter,
+) -> io::Result<tokio::process::Command> {
     let mut cmd = match (&unit.shell_command, &unit.program) {
         (Some(line), _) => {
             let mut c = tokio::process::Command::new("/bin/sh");
@@ -75,8 +83,8 @@ pub(crate) fn build_command(unit: &UnitCommand) -> io::Result<tokio::process::Co
         // Last, so a unit's own env cannot override the marker.
         .env(super::TOKEN_ENV, &unit.unit_token)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(output.try_clone()?)
+        .stderr(output)
         .process_group(0);
 
     // Computed in the parent: between fork and exec only async-signal-safe calls are allowed.
