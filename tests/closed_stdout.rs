@@ -50,11 +50,18 @@ impl Closed {
     }
 }
 
-/// Runs `runner` with stdout read for `n` bytes and then closed (`n == 0`: closed at
-/// once, before the runner writes anything).
+/// Runs `runner` with stdout read for `n` bytes and then closed (`n == 0`: a pipe whose
+/// reader is closed before the runner starts, so its very first write fails).
 fn with_stdout_closed_after(mut cmd: Command, n: usize) -> Closed {
     let cmdline = format!("{cmd:?}");
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if n == 0 {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        cmd.stdout(writer);
+    } else {
+        cmd.stdout(Stdio::piped());
+    }
+    cmd.stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn runner");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let stderr = std::thread::spawn(move || {
@@ -62,14 +69,12 @@ fn with_stdout_closed_after(mut cmd: Command, n: usize) -> Closed {
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let mut stdout = child.stdout.take().expect("piped stdout");
     let mut read = vec![0; n];
-    if n > 0 {
+    if let Some(mut stdout) = child.stdout.take() {
         stdout
             .read_exact(&mut read)
             .unwrap_or_else(|e| panic!("read {n} bytes of {cmdline}: {e}"));
     }
-    drop(stdout);
     let deadline = Instant::now() + RUN_DEADLINE;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
