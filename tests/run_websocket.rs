@@ -92,6 +92,17 @@ fn progress_url(p: &Project, child: &mut Spawned) -> String {
     }
 }
 
+/// Starts `runner --use-layers` with the progress server on a free port; returns the
+/// running child and its `progress_url`.
+fn start_streamed(p: &Project) -> (Spawned, String) {
+    let mut child = p
+        .runner()
+        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
+        .spawn();
+    let url = progress_url(p, &mut child);
+    (child, url)
+}
+
 fn ws_url(progress_url: &str) -> String {
     format!("{}ws", progress_url.replacen("http://", "ws://", 1))
 }
@@ -233,11 +244,7 @@ fn spawn_blocking_wait(child: Spawned) -> tokio::task::JoinHandle<Output> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_gets_a_snapshot_then_every_event_in_order() {
     let p = project(12, true);
-    let mut child = p
-        .runner()
-        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
-        .spawn();
-    let url = progress_url(&p, &mut child);
+    let (child, url) = start_streamed(&p);
     let mut ws = connect(&ws_url(&url)).await;
     let snapshot = next_json(&mut ws).await.expect("a snapshot");
     assert_eq!(snapshot["type"], "snapshot", "first message: {snapshot}");
@@ -282,11 +289,7 @@ async fn client_gets_a_snapshot_then_every_event_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_client_gets_the_same_events_as_arrays() {
     let p = project(12, true);
-    let mut child = p
-        .runner()
-        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
-        .spawn();
-    let url = progress_url(&p, &mut child);
+    let (child, url) = start_streamed(&p);
     let mut ws = connect(&format!("{}?batch=1", ws_url(&url))).await;
     let snapshot = next_json(&mut ws).await.expect("a snapshot");
     assert_eq!(snapshot["type"], "snapshot", "first message: {snapshot}");
@@ -329,11 +332,7 @@ async fn resume_with_since_seq_loses_nothing() {
     let p = project(30, false);
     // The slow layer's first unit holds the run until `gate2` exists.
     p.file("slow/test_a.sh", &format!("{}\n", sh_wait_for("gate2")));
-    let mut child = p
-        .runner()
-        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
-        .spawn();
-    let url = progress_url(&p, &mut child);
+    let (child, url) = start_streamed(&p);
     let ws_base = ws_url(&url);
 
     // First connection: the snapshot and a few live events, then hang up.
@@ -412,11 +411,8 @@ async fn resume_with_since_seq_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_and_one_that_never_reads_do_not_change_the_run() {
     let p = project(60, true);
-    let mut child = p
-        .runner()
-        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
-        .spawn();
-    let url = ws_url(&progress_url(&p, &mut child));
+    let (child, url) = start_streamed(&p);
+    let url = ws_url(&url);
     // Connects, then never reads: its socket buffers and queue fill up.
     let stalled = connect(&url).await;
     let mut readers = Vec::new();
@@ -742,11 +738,8 @@ async fn limits_on_clients_and_frame_size() {
         "agents/progress_streamer.yaml",
         "max_clients: 2\nmax_frame_bytes: 2048\n",
     );
-    let mut child = p
-        .runner()
-        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
-        .spawn();
-    let url = ws_url(&progress_url(&p, &mut child));
+    let (child, url) = start_streamed(&p);
+    let url = ws_url(&url);
     let mut a = connect(&url).await;
     let mut b = connect(&url).await;
     next_json(&mut a).await.unwrap();
@@ -785,11 +778,7 @@ async fn a_client_that_falls_behind_is_resynchronised_then_dropped() {
     let p = project(40, false);
     // A one-event queue: any burst overflows it while the session waits to write.
     p.file("agents/progress_streamer.yaml", "client_queue: 1\n");
-    let mut child = p
-        .runner()
-        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
-        .spawn();
-    let url = progress_url(&p, &mut child);
+    let (child, url) = start_streamed(&p);
     let mut ws = connect(&ws_url(&url)).await;
     open_gate(&p);
     let (mut state, mut lagged, mut close_code) = (None::<RunState>, 0, None);
@@ -837,11 +826,7 @@ async fn a_client_that_falls_behind_is_resynchronised_then_dropped() {
 #[test]
 fn runner_watch_follows_a_run_and_exits_with_its_code() {
     let p = project(4, true);
-    let mut child = p
-        .runner()
-        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
-        .spawn();
-    let url = progress_url(&p, &mut child);
+    let (child, url) = start_streamed(&p);
     // Without a URL, `runner watch` finds the run in ./.runner.
     let watch = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
         .arg("watch")
@@ -979,11 +964,7 @@ async fn viewer_in_headless_chromium_shows_layers_and_final_counts() {
         return;
     }
     let p = project(8, true);
-    let mut child = p
-        .runner()
-        .args(["--use-layers", "--websocket-addr", "127.0.0.1:0"])
-        .spawn();
-    let url = progress_url(&p, &mut child);
+    let (child, url) = start_streamed(&p);
     let profile = tempfile::tempdir().unwrap();
     let chromium = std::process::Command::new(CHROMIUM)
         .args([
