@@ -1,5 +1,5 @@
-//! Bounded output capture: a unit's output (stdout and stderr share one pipe; `pump`
-//! also reads two streams side by side) into one stream.
+//! Bounded output capture: a unit's output (stdout and stderr share one pipe), read
+//! into memory and the log.
 //!
 //! This module owns the memory bound and the log cap. In memory the runner keeps the
 //! first `head_bytes` and a ring of the last `tail_bytes`; everything else is only counted.
@@ -8,10 +8,9 @@
 //! the run's shared log (`runlog`, written at most `FLUSH_AFTER` after it was printed),
 //! or to a file of the unit's own when the unit has no run log.
 //!
-//! The reader never stops draining the pipes while the child is alive (a child blocked on
+//! The reader never stops draining the pipe while the child is alive (a child blocked on
 //! a full pipe would look like a hang), so a unit that prints gigabytes costs the runner
-//! a bounded read buffer per stream, the head, the ring and a buffered writer: nothing
-//! more.
+//! one bounded read buffer, the head, the ring and a buffered writer: nothing more.
 
 use std::io;
 use std::path::Path;
@@ -345,41 +344,33 @@ impl RunSink {
     }
 }
 
-/// Which pipe a read came from, and what it returned.
+/// What woke the reader.
 enum Read {
     Flush,
-    Out(io::Result<usize>),
-    Err(io::Result<usize>),
+    Output(io::Result<usize>),
     Cancelled,
 }
 
-/// Reads the streams (one, or two side by side) until each reaches end-of-file, or
-/// until `cancel` fires (used when a leftover process we could not kill still holds a
+/// Reads the unit's output (stdout and stderr share its pipe) until end-of-file, or
+/// until `cancel` fires (used when a leftover process we could not kill still holds the
 /// pipe open). Every chunk goes to the in-memory capture and to the log.
-pub(crate) async fn pump<O, E>(
-    mut out: Option<O>,
-    mut err: Option<E>,
+pub(crate) async fn pump<R: AsyncRead + Unpin>(
+    mut output: R,
     mut capture: Capture,
     mut log: LogSink,
     cancel: CancellationToken,
-) -> (CapturedOutput, LogSink)
-where
-    O: AsyncRead + Unpin,
-    E: AsyncRead + Unpin,
-{
-    // Read buffers start small and double while reads fill them, up to CHUNK: a unit
+) -> (CapturedOutput, LogSink) {
+    // The read buffer starts small and doubles while reads fill it, up to CHUNK: a unit
     // that prints a line costs no 64 KiB of zeroed memory, a flood is read in 64 KiB.
-    let mut out_buf = ReadBuf::default();
-    let mut err_buf = ReadBuf::default();
+    let mut buf = ReadBuf::default();
     // When pending run-log output must be written (see `runlog::FLUSH_AFTER`).
     let mut flush_at: Option<Instant> = None;
-    while out.is_some() || err.is_some() {
+    loop {
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => Read::Cancelled,
             () = sleep_until_some(flush_at), if flush_at.is_some() => Read::Flush,
-            r = async { out_buf.read(out.as_mut().expect("guarded")).await }, if out.is_some() => Read::Out(r),
-            r = async { err_buf.read(err.as_mut().expect("guarded")).await }, if err.is_some() => Read::Err(r),
+            r = buf.read(&mut output) => Read::Output(r),
         };
         let chunk = match read {
             Read::Cancelled => break,
@@ -388,17 +379,9 @@ where
                 flush_at = None;
                 continue;
             }
-            // A read error on a pipe (EIO and the like) ends that stream like EOF does.
-            Read::Out(Ok(0) | Err(_)) => {
-                out = None;
-                continue;
-            }
-            Read::Err(Ok(0) | Err(_)) => {
-                err = None;
-                continue;
-            }
-            Read::Out(Ok(_)) => out_buf.data(),
-            Read::Err(Ok(_)) => err_buf.data(),
+            // A read error on a pipe (EIO and the like) ends the output like EOF does.
+            Read::Output(Ok(0) | Err(_)) => break,
+            Read::Output(Ok(_)) => buf.data(),
         };
         capture.push(chunk);
         log.write(chunk).await;
@@ -537,15 +520,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pump_interleaves_both_pipes_and_counts_everything() {
+    async fn pump_reads_every_chunk_to_the_end_and_counts_everything() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("unit.log");
         let log = LogFile::create(&path, 1 << 20).await.unwrap();
         let out: &[u8] = b"out-out-out";
         let err: &[u8] = b"err";
+        // Two reads' worth: the first part, then the rest.
         let (got, _) = pump(
-            Some(out),
-            Some(err),
+            out.chain(err),
             Capture::new(100, 100),
             LogSink::File(log),
             CancellationToken::new(),
@@ -569,8 +552,7 @@ mod tests {
         let (_writer_kept_open, reader) = tokio::io::duplex(64);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(pump(
-            Some(reader),
-            None::<&[u8]>,
+            reader,
             Capture::new(10, 10),
             LogSink::File(log),
             cancel.clone(),

@@ -91,9 +91,9 @@ pub const TOKEN_ENV: &str = "RUNNER_UNIT_TOKEN";
 /// (shorter than [`ExecLimits::kill_grace`] if that is shorter).
 pub const LEAK_GRACE: Duration = Duration::from_millis(500);
 
-/// How long output is still read after the unit is over. Normally the pipes reach
+/// How long output is still read after the unit is over. Normally the pipe reaches
 /// end-of-file at once; this bound only matters when a process we could not find or
-/// kill still holds them open.
+/// kill still holds it open.
 pub const OUTPUT_DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 /// How the executor starts a unit attempt: real processes ([`Processes`]) in a run,
@@ -196,8 +196,7 @@ pub async fn run_unit(
     let _cancel_reader_on_drop = cancel_reader.clone().drop_guard();
     let output = tokio::net::unix::pipe::Receiver::from_owned_fd(output.into())?;
     let mut reader = tokio::spawn(capture::pump(
-        Some(output),
-        None::<tokio::net::unix::pipe::Receiver>,
+        output,
         capture::Capture::new(limits.head_bytes, limits.tail_bytes),
         log,
         cancel_reader.clone(),
