@@ -26,6 +26,15 @@ struct Inner {
     closed: bool,
 }
 
+impl Inner {
+    /// No event is published from here on; dropping the senders ends every
+    /// subscription once it is drained.
+    fn close(&mut self) {
+        self.closed = true;
+        self.subscribers.clear();
+    }
+}
+
 /// Sequencer, fold and fan-out of a run's events. Cheap to clone.
 #[derive(Clone)]
 pub struct EventBus {
@@ -103,8 +112,7 @@ impl EventBus {
         // `run_finished` is the last event: the bus closes with it, under the same lock,
         // so no sample or late report can follow it.
         if matches!(event.kind, EventKind::RunFinished { .. }) {
-            inner.closed = true;
-            inner.subscribers.clear();
+            inner.close();
         }
         inner.seq
     }
@@ -125,17 +133,14 @@ impl EventBus {
     /// [`EventBus::close`] or `run_finished`: no event is folded after it.
     pub fn final_state(&self, finish: impl FnOnce(&mut RunState)) -> Arc<RunState> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.closed = true;
-        inner.subscribers.clear();
+        inner.close();
         finish(Arc::make_mut(&mut inner.state));
         Arc::clone(&inner.state)
     }
 
     /// No more events: subscribers' channels end once drained.
     pub fn close(&self) {
-        let mut inner = self.inner.lock().expect("bus lock");
-        inner.closed = true;
-        inner.subscribers.clear();
+        self.inner.lock().expect("bus lock").close();
     }
 }
 
