@@ -109,13 +109,8 @@ pub enum ServerMessage {
     },
 }
 
-/// Parse a server's text message.
-pub fn parse_server_message(text: &str) -> Result<ServerMessage, serde_json::Error> {
-    message_of(serde_json::from_str(text)?)
-}
-
-/// Parse a server's text message that may be a batch (`batch=1`: a JSON array of
-/// events): its messages in order.
+/// Parse a server's text message: one message, or a batch (`batch=1`: a JSON array of
+/// events) of them, in order.
 pub fn parse_server_messages(text: &str) -> Result<Vec<ServerMessage>, serde_json::Error> {
     match serde_json::from_str(text)? {
         Value::Array(items) => items.into_iter().map(message_of).collect(),
@@ -152,6 +147,13 @@ fn message_of(value: Value) -> Result<ServerMessage, serde_json::Error> {
 mod tests {
     use super::*;
 
+    /// The one message of `text`.
+    fn parse_one(text: &str) -> ServerMessage {
+        let mut messages = parse_server_messages(text).unwrap();
+        assert_eq!(messages.len(), 1, "{text}");
+        messages.remove(0)
+    }
+
     #[test]
     fn snapshot_and_resume_round_trip() {
         let state = RunState {
@@ -164,22 +166,33 @@ mod tests {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["type"], "snapshot");
         assert_eq!(v["thread_id"], "t");
-        match parse_server_message(&text).unwrap() {
+        match parse_one(&text) {
             ServerMessage::Snapshot { state: s, reason } => {
                 assert_eq!(*s, state);
                 assert_eq!(reason, "lagged");
             }
             other => panic!("{other:?}"),
         }
-        match parse_server_message(&resume_text("r", 4, 3)).unwrap() {
+        match parse_one(&resume_text("r", 4, 3)) {
             ServerMessage::Resume {
                 since_seq, replay, ..
             } => assert_eq!((since_seq, replay), (4, 3)),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            parse_server_message(r#"{"type":"from_the_future","seq":9}"#).unwrap(),
+            parse_one(r#"{"type":"from_the_future","seq":9}"#),
             ServerMessage::Unknown { seq: Some(9) }
+        ));
+        // A batch is its messages in order.
+        let batch =
+            parse_server_messages(r#"[{"type":"from_the_future","seq":9},{"type":"x","seq":10}]"#)
+                .unwrap();
+        assert!(matches!(
+            batch.as_slice(),
+            [
+                ServerMessage::Unknown { seq: Some(9) },
+                ServerMessage::Unknown { seq: Some(10) }
+            ]
         ));
     }
 
